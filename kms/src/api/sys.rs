@@ -1,0 +1,101 @@
+//! `/v1/sys`: status, init, unseal and seal.
+
+use actix_web::{HttpResponse, web};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+
+use super::{AppState, blocking};
+use crate::auth::Caller;
+use crate::error::Error;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/sys/status").name("sys.status").route(web::get().to(status)))
+        .service(web::resource("/sys/init").name("sys.init").route(web::post().to(init)))
+        .service(web::resource("/sys/unseal").name("sys.unseal").route(web::post().to(unseal)))
+        .service(web::resource("/sys/seal").name("sys.seal").route(web::post().to(seal)));
+}
+
+async fn status(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(state.core.status())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InitRequest {
+    shares: u16,
+    threshold: u16,
+    #[serde(default)]
+    allow_single_share: bool,
+}
+
+async fn init(
+    state: web::Data<AppState>,
+    body: web::Json<InitRequest>,
+) -> Result<HttpResponse, Error> {
+    let InitRequest { shares, threshold, allow_single_share } = body.into_inner();
+    let shares = u8::try_from(shares)
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| Error::InvalidRequest(format!("shares: {shares} is not between 1 and 255")))?;
+    let threshold = u8::try_from(threshold)
+        .ok()
+        .filter(|t| (1..=shares).contains(t))
+        .ok_or_else(|| {
+            Error::InvalidRequest(format!("threshold: {threshold} is not between 1 and shares ({shares})"))
+        })?;
+    if threshold == 1 && !allow_single_share {
+        return Err(Error::InvalidRequest(
+            "threshold: 1 lets any single share unseal the daemon; set allow_single_share \
+             (kmsctl: --allow-single-share) if that is what you want"
+                .to_owned(),
+        ));
+    }
+    if threshold == 1 {
+        tracing::warn!("initialized with threshold 1: any single share unseals the daemon");
+    }
+    let output = blocking(move || state.core.init(shares, threshold)).await?;
+    tracing::info!(shares, threshold, "initialized");
+    let shares: Vec<&str> = output.shares.iter().map(|s| s.expose_secret()).collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "shares": shares,
+        "root_token": output.root_token.expose_secret(),
+        "root_token_accessor": output.root_token_accessor,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnsealRequest {
+    share: Option<secrecy::SecretString>,
+    #[serde(default)]
+    reset: bool,
+}
+
+async fn unseal(
+    state: web::Data<AppState>,
+    body: web::Json<UnsealRequest>,
+) -> Result<HttpResponse, Error> {
+    let UnsealRequest { share, reset } = body.into_inner();
+    let status = match (share, reset) {
+        (None, true) => blocking(move || state.core.unseal_reset()).await?,
+        (Some(share), false) => {
+            // Reconstruction and keyring unwrap read the store, so run off the async workers.
+            let result = blocking(move || state.core.unseal(share.expose_secret())).await;
+            if let Err(error) = &result {
+                tracing::warn!(%error, "unseal share rejected");
+            }
+            result?
+        }
+        _ => {
+            return Err(Error::InvalidRequest(
+                "give exactly one of share and reset: true".to_owned(),
+            ));
+        }
+    };
+    Ok(HttpResponse::Ok().json(status))
+}
+
+async fn seal(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, Error> {
+    caller.require_root("seal the daemon")?;
+    Ok(HttpResponse::Ok().json(state.core.seal()))
+}

@@ -1,0 +1,127 @@
+//! `kmsd`, the key management daemon.
+//!
+//! The daemon holds a root of trust (a master key rebuilt from Shamir shares), a keyring key
+//! wrapped by it, and named key-encryption keys wrapped by the keyring key. It serves data keys
+//! and small-payload encryption over an HTTPS JSON API under `/v1`.
+//!
+//! # What is never logged
+//!
+//! No log line, error message, audit record or `Debug` output carries plaintext, ciphertext
+//! bodies, key bytes, wrapped keys, shares, tokens or encryption-context values. Logs name keys,
+//! versions, accessors, request ids, lengths and error codes instead. Types that hold secrets
+//! write `Debug` by hand, and the end-to-end tests check captured logs for a canary plaintext.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod api;
+pub mod audit;
+pub mod auth;
+pub mod blob;
+pub mod config;
+pub mod core;
+pub mod error;
+pub mod hardening;
+pub mod keyring;
+pub mod store;
+pub mod tls;
+
+use std::process::ExitCode;
+
+use actix_web::{App, HttpServer, web};
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use crate::api::AppState;
+use crate::audit::AuditLog;
+use crate::config::{Cli, LogFormat, Params};
+use crate::error::{Error, error_chain};
+
+/// Blocking-pool threads per HTTP worker; store calls are short, and with mlockall each
+/// thread's stack stays resident.
+const BLOCKING_THREADS_PER_WORKER: usize = 16;
+
+/// Parses the command line, runs the daemon until SIGTERM or SIGINT, and seals on the way out.
+pub fn main_entry() -> ExitCode {
+    let cli = Cli::parse();
+    let params = match Params::try_from(cli) {
+        Ok(params) => params,
+        Err(error) => {
+            eprintln!("kmsd: {}", error_chain(&error));
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(message) = init_logging(&params) {
+        eprintln!("kmsd: {message}");
+        return ExitCode::from(2);
+    }
+    match run(params) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = %error_chain(&error), "kmsd stopped on an error");
+            eprintln!("kmsd: {}", error_chain(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(params: &Params) -> Result<(), String> {
+    let filter = EnvFilter::try_new(&params.log_level)
+        .map_err(|e| format!("invalid log level {:?}: {e}", params.log_level))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    let result = match params.log_format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    result.map_err(|e| format!("cannot start logging: {e}"))
+}
+
+/// Runs the daemon with checked settings.
+pub fn run(params: Params) -> Result<(), Error> {
+    // Every file the daemon creates (database, WAL, TLS keys, audit log) is private to its user.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    hardening::harden(params.disable_mlock);
+    std::fs::create_dir_all(&params.data_dir).map_err(|e| {
+        Error::io(format!("cannot create data directory {}", params.data_dir.display()), e)
+    })?;
+
+    let store = store::Store::open_sqlite(&params.database_path)?;
+    let core = core::Core::new(store)?;
+    let audit = AuditLog::open(&params.audit_log, params.audit_fsync, params.audit_timeout)?;
+    let (tls, ca_path) = tls::server_config(&params.tls)?;
+    let state = web::Data::new(AppState { core, audit });
+
+    let system = actix_web::rt::System::new();
+    let server_state = state.clone();
+    let start_state = state.clone();
+    let result = system.block_on(async move {
+        let server = HttpServer::new(move || {
+            App::new().app_data(server_state.clone()).configure(api::configure)
+        })
+        .workers(params.workers)
+        .worker_max_blocking_threads(BLOCKING_THREADS_PER_WORKER)
+        .bind_rustls_0_23(params.listen, tls)
+        .map_err(|e| Error::io(format!("cannot listen on {}", params.listen), e))?;
+        let addrs = server.addrs();
+        for addr in &addrs {
+            println!("kmsd {} listening on https://{addr}", env!("CARGO_PKG_VERSION"));
+        }
+        if let Some(ca) = &ca_path {
+            println!("CA certificate: {} (export KMS_CACERT={})", ca.display(), ca.display());
+        }
+        let status = start_state.core.status();
+        tracing::info!(
+            addrs = ?addrs,
+            database = %params.database_path.display(),
+            audit_log = %params.audit_log.display(),
+            initialized = status.initialized,
+            "kmsd started sealed"
+        );
+        server.run().await.map_err(|e| Error::io("the HTTP server failed", e))
+    });
+    let status = state.core.seal();
+    tracing::info!(initialized = status.initialized, "kmsd stopped; key material zeroized");
+    result
+}
