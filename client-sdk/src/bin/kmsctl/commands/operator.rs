@@ -1,0 +1,107 @@
+//! `kmsctl operator`: init, unseal, seal and status.
+
+use client_sdk::secrecy::ExposeSecret;
+use client_sdk::{Client, InitOutput, Status};
+use serde::Serialize;
+
+use super::print;
+use crate::cli::{Format, OperatorCommand};
+use crate::messages::{self, CliError};
+use crate::{input, output};
+
+pub async fn run(
+    client: &Client,
+    format: Format,
+    command: OperatorCommand,
+) -> Result<(), CliError> {
+    match command {
+        OperatorCommand::Init {
+            shares,
+            threshold,
+            allow_single_share,
+        } => {
+            let init = client.init(shares, threshold, allow_single_share).await?;
+            print_init(format, &init)
+        }
+        OperatorCommand::Unseal { reset: true, .. } => {
+            let status = client.unseal_reset().await?;
+            print(format, &status, print_progress)
+        }
+        OperatorCommand::Unseal {
+            reset: false,
+            share,
+        } => {
+            let share = input::read_share(share)?;
+            let status = client.unseal(&share).await?;
+            print(format, &status, print_progress)
+        }
+        OperatorCommand::Seal => {
+            let status = client.seal().await?;
+            print(format, &status, |_| output::line("sealed"))
+        }
+        OperatorCommand::Status => {
+            let status = client.status().await?;
+            print(format, &status, print_status)
+        }
+    }
+}
+
+/// The init output as JSON; borrowed so that the secrets are not copied.
+#[derive(Serialize)]
+struct InitJson<'a> {
+    shares: Vec<&'a str>,
+    root_token: &'a str,
+    root_token_accessor: &'a str,
+}
+
+fn print_init(format: Format, init: &InitOutput) -> Result<(), CliError> {
+    eprintln!("{}", messages::INIT_WARNING);
+    let shares: Vec<&str> = init
+        .shares
+        .iter()
+        .map(|share| share.expose_secret())
+        .collect();
+    if format == Format::Json {
+        return output::json(&InitJson {
+            shares,
+            root_token: init.root_token.expose_secret(),
+            root_token_accessor: &init.root_token_accessor,
+        });
+    }
+
+    let labels: Vec<String> = (1..=shares.len())
+        .map(|n| format!("Unseal share {n}"))
+        .collect();
+    let mut rows: Vec<(&str, &str)> = labels
+        .iter()
+        .map(String::as_str)
+        .zip(shares.iter().copied())
+        .collect();
+    rows.push(("Root token", init.root_token.expose_secret()));
+    rows.push(("Root token accessor", &init.root_token_accessor));
+    output::fields(&rows)
+}
+
+/// Prints `unsealed`, or `k of T` while shares are missing.
+fn print_progress(status: &Status) -> Result<(), CliError> {
+    if !status.sealed {
+        return output::line("unsealed");
+    }
+    let threshold = output::or_dash(status.threshold);
+    output::line(&format!("{} of {threshold}", status.progress))
+}
+
+fn print_status(status: &Status) -> Result<(), CliError> {
+    output::fields(&[
+        ("Initialized", &status.initialized.to_string()),
+        ("Sealed", &status.sealed.to_string()),
+        ("Threshold", &output::or_dash(status.threshold)),
+        ("Shares", &output::or_dash(status.shares)),
+        ("Unseal progress", &status.progress.to_string()),
+        (
+            "Root of trust",
+            &output::or_dash(status.root_of_trust.as_deref()),
+        ),
+        ("Version", &status.version),
+    ])
+}

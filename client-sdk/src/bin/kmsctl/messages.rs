@@ -1,0 +1,244 @@
+//! Every message that kmsctl prints on stderr: usage errors, operation errors with their
+//! hints, and warnings. Kept in one place so that the wording stays consistent.
+
+use std::error::Error as StdError;
+use std::io;
+use std::path::Path;
+
+use client_sdk::Error as SdkError;
+use rustls::CertificateError;
+
+// Usage errors. clap prints them after "invalid value 'VALUE' for '--flag'", so they do not
+// repeat the whole value.
+
+pub fn context_without_equals() -> String {
+    "missing '=': write the context pair as KEY=VALUE".to_owned()
+}
+
+pub fn context_empty_key() -> String {
+    "empty key before '=': write the context pair as KEY=VALUE".to_owned()
+}
+
+pub fn context_duplicate_key(key: &str) -> String {
+    format!("context key '{key}' is given more than once: give each --context key once")
+}
+
+pub fn policy_without_colon() -> String {
+    "missing ':': write the rule as PATTERNS:OPERATIONS, such as 'patient-*:generate,decrypt'"
+        .to_owned()
+}
+
+pub fn policy_empty_pattern() -> String {
+    "empty key pattern: list one or more comma-separated patterns before ':'".to_owned()
+}
+
+pub fn policy_bad_operation(operation: &str) -> String {
+    format!(
+        "unknown operation '{operation}': expected generate, encrypt, decrypt, rewrap, describe \
+         or manage"
+    )
+}
+
+pub fn ttl_invalid(err: &humantime::DurationError) -> String {
+    format!("{err}: write a duration such as 30m, 12h or 90d")
+}
+
+pub fn ttl_too_short() -> String {
+    "shorter than 1 second: give a time to live of at least 1s".to_owned()
+}
+
+pub fn ttl_too_long() -> String {
+    "longer than 365 days, the maximum (note that 1y means 365.25 days): use 365d or less"
+        .to_owned()
+}
+
+pub fn data_key_size_invalid() -> String {
+    "expected 16, 24 or 32".to_owned()
+}
+
+// Warnings.
+
+pub const INIT_WARNING: &str = "\
+WARNING: the unseal shares and the root token are shown only this once.
+Store each share apart from the others (different people, different vaults), so that no
+single place holds enough shares to unseal. Keep the root token offline and create
+narrower tokens with `kmsctl token create` for daily work.";
+
+pub const TOKEN_WARNING: &str = "\
+WARNING: the token is shown only this once. Hand it over through a secret store, and
+pass it in KMS_TOKEN rather than on the command line.";
+
+pub const SHARE_PROMPT: &str = "Unseal share (input is hidden): ";
+
+// Operation errors (exit status 1).
+
+/// An operation error of kmsctl.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Sdk(#[from] SdkError),
+
+    #[error("cannot read {input}")]
+    ReadInput {
+        input: String,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("{input} is longer than {max} bytes")]
+    InputTooLong { input: String, max: usize },
+
+    #[error("{input} is empty")]
+    EmptyInput { input: String },
+
+    #[error("the share is empty")]
+    EmptyShare,
+
+    #[error("{input} is not valid base64")]
+    InvalidBase64 {
+        input: String,
+        #[source]
+        source: base64::DecodeError,
+    },
+
+    #[error("cannot write to stdout")]
+    WriteOutput(#[source] io::Error),
+
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] io::Error),
+}
+
+/// Prints `error: ...` and, when there is a fix to suggest, `hint: ...` to stderr.
+pub fn report(err: &CliError) {
+    eprintln!("error: {}", describe(err));
+    if let Some(hint) = hint(err) {
+        eprintln!("hint: {hint}");
+    }
+}
+
+/// Formats the error line: the message followed by its causes, each cause once.
+fn describe(err: &CliError) -> String {
+    if let CliError::Sdk(SdkError::MissingToken { request }) = err {
+        // The SDK message names its builder method, which means nothing on the command line.
+        return format!("{request} needs a token, and none is set");
+    }
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(current) = cause {
+        let part = current.to_string();
+        if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = current.source();
+    }
+    text
+}
+
+fn hint(err: &CliError) -> Option<String> {
+    match err {
+        CliError::Sdk(sdk) => sdk_hint(sdk),
+        CliError::InputTooLong { .. } => Some(
+            "encrypt larger data locally with a data key from `kmsctl datakey generate`".into(),
+        ),
+        CliError::EmptyInput { .. } | CliError::InvalidBase64 { .. } => {
+            Some("pass the ciphertext exactly as kmsctl printed it".into())
+        }
+        CliError::EmptyShare => {
+            Some("type one share at the prompt, or pipe it as one line on stdin".into())
+        }
+        CliError::ReadInput { .. } | CliError::WriteOutput(_) | CliError::Runtime(_) => None,
+    }
+}
+
+fn sdk_hint(err: &SdkError) -> Option<String> {
+    let hint = match err {
+        SdkError::Api {
+            code, request_id, ..
+        } => return api_hint(code, request_id.as_deref()),
+        SdkError::UnexpectedStatus { .. } => {
+            "check that --addr (KMS_ADDR) points at the kmsd HTTPS port"
+        }
+        SdkError::Transport { .. } | SdkError::Timeout { .. } => {
+            "check --addr (KMS_ADDR) and that kmsd is running and reachable from this host"
+        }
+        SdkError::Tls { source, .. } => tls_hint(source),
+        SdkError::CaFile { .. }
+        | SdkError::CaFileEmpty { .. }
+        | SdkError::CaCertificateRejected { .. } => {
+            "set --cacert (KMS_CACERT) to the PEM file of the CA that signed the kmsd certificate"
+        }
+        SdkError::InvalidAddress { .. } => "set --addr (KMS_ADDR) to https://host:port",
+        SdkError::MissingToken { .. } => {
+            "set KMS_TOKEN to your token (--token works too, but shows in ps)"
+        }
+        SdkError::InvalidToken => {
+            "set KMS_TOKEN to the token exactly as `operator init` or `token create` printed it"
+        }
+        SdkError::Decode { .. } => {
+            "check that kmsctl and kmsd have the same version (kmsctl --version, operator status)"
+        }
+        _ => return None,
+    };
+    Some(hint.to_owned())
+}
+
+fn tls_hint(error: &rustls::Error) -> &'static str {
+    match error {
+        rustls::Error::InvalidCertificate(CertificateError::NotValidForName)
+        | rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. }) => {
+            "use a host name in --addr that the kmsd certificate names"
+        }
+        rustls::Error::InvalidCertificate(CertificateError::Expired)
+        | rustls::Error::InvalidCertificate(CertificateError::ExpiredContext { .. }) => {
+            "the kmsd certificate has expired: renew it, and check this host's clock"
+        }
+        rustls::Error::InvalidCertificate(_) => {
+            "set --cacert (KMS_CACERT) to the PEM file of the CA that signed the kmsd certificate"
+        }
+        _ => "check that --addr points at the kmsd HTTPS port, which accepts TLS 1.2 and 1.3",
+    }
+}
+
+fn api_hint(code: &str, request_id: Option<&str>) -> Option<String> {
+    let hint = match code {
+        "sealed" => "run `kmsctl operator unseal` once per share; `operator status` shows progress",
+        "not_initialized" => "initialize the daemon first with `kmsctl operator init`",
+        "unauthenticated" => "set KMS_TOKEN to a valid token; an admin can issue a new one",
+        "permission_denied" => {
+            "`kmsctl token lookup` shows your policy; ask an admin for a token that allows this"
+        }
+        "key_not_found" => "`kmsctl key list` shows the keys that your token may describe",
+        "key_disabled" => "an admin can enable the key with `kmsctl key enable NAME`",
+        "key_exists" => "choose another name; `kmsctl key show NAME` shows the existing key",
+        "decryption_failed" => "pass the same --context pairs that were given at encryption",
+        "invalid_ciphertext" => "pass the ciphertext exactly as kmsctl printed it",
+        "invalid_share" => "check the share for typos; it starts with kms-share-",
+        "foreign_share" => "this share belongs to another initialization of the daemon",
+        "duplicate_share" => "submit a different share; `kmsctl operator status` shows progress",
+        "unseal_failed" => {
+            "progress was reset: submit the threshold number of shares from the same init again"
+        }
+        "token_not_found" => "check the accessor; `kmsctl token lookup` shows your own",
+        "audit_unavailable" => "the daemon could not write its audit log; retry later",
+        "internal" => {
+            return Some(match request_id {
+                Some(id) => format!("the kmsd log has the cause under request id {id}"),
+                None => "the kmsd log has the cause".to_owned(),
+            });
+        }
+        _ => return None,
+    };
+    Some(hint.to_owned())
+}
+
+/// Describes where input came from, for error messages.
+pub fn input_name(path: Option<&Path>) -> String {
+    match path {
+        Some(path) => format!("file {}", path.display()),
+        None => "stdin".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,85 @@
+//! System endpoints: status, init, unseal and seal.
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Serialize, Serializer};
+
+use super::{Client, Request};
+use crate::error::Result;
+use crate::types::{InitOutput, Status};
+
+#[derive(Serialize)]
+struct InitRequest {
+    shares: u8,
+    threshold: u8,
+    allow_single_share: bool,
+}
+
+#[derive(Serialize)]
+struct UnsealRequest<'a> {
+    #[serde(serialize_with = "serialize_share")]
+    share: &'a SecretString,
+}
+
+#[derive(Serialize)]
+struct UnsealResetRequest {
+    reset: bool,
+}
+
+fn serialize_share<S: Serializer>(share: &&SecretString, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(share.expose_secret())
+}
+
+impl Client {
+    /// Reads the seal state. Needs no token and is retried on transient errors.
+    pub async fn status(&self) -> Result<Status> {
+        let request = Request::get("/v1/sys/status".into()).unauthenticated();
+        self.send(request).await
+    }
+
+    /// Initializes the daemon: makes `shares` unseal shares of which `threshold` unseal it,
+    /// and a root token. Needs no token.
+    ///
+    /// A threshold of 1 is rejected unless `allow_single_share` is true. The shares and the
+    /// root token are returned only this once, and the daemon stays sealed afterwards.
+    pub async fn init(
+        &self,
+        shares: u8,
+        threshold: u8,
+        allow_single_share: bool,
+    ) -> Result<InitOutput> {
+        let body = InitRequest {
+            shares,
+            threshold,
+            allow_single_share,
+        };
+        let request = Request::post("/v1/sys/init".into())
+            .unauthenticated()
+            .json(&body)?;
+        self.send(request).await
+    }
+
+    /// Submits one unseal share and returns the new status. Needs no token.
+    ///
+    /// Not retried: a repeat of a share that arrived would fail with `duplicate_share`.
+    pub async fn unseal(&self, share: &SecretString) -> Result<Status> {
+        let body = UnsealRequest { share };
+        let request = Request::post("/v1/sys/unseal".into())
+            .unauthenticated()
+            .json(&body)?;
+        self.send(request).await
+    }
+
+    /// Discards the shares submitted so far towards the current unseal. Needs no token.
+    pub async fn unseal_reset(&self) -> Result<Status> {
+        let body = UnsealResetRequest { reset: true };
+        let request = Request::post("/v1/sys/unseal".into())
+            .unauthenticated()
+            .json(&body)?;
+        self.send(request).await
+    }
+
+    /// Seals the daemon, which zeroizes all key material in its memory. Root token only.
+    pub async fn seal(&self) -> Result<Status> {
+        self.send(Request::post("/v1/sys/seal".into())).await
+    }
+}
