@@ -180,7 +180,7 @@ pub fn caller_from_row(row: &TokenRow, hash: &[u8; 32], now: i64) -> Result<Call
         return Err(Error::Unauthenticated("the token expired: ask an admin for a new one"));
     }
     let policy: Vec<PolicyRule> = serde_json::from_str(&row.policy).map_err(|_| {
-        Error::Migration(format!("stored policy of token {} is not valid JSON", row.accessor))
+        Error::StoreInvalid(format!("stored policy of token {} is not valid JSON", row.accessor))
     })?;
     Ok(Caller {
         accessor: row.accessor.clone(),

@@ -91,11 +91,11 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn to_u8(value: i32, what: &'static str) -> Result<u8, Error> {
-    u8::try_from(value).map_err(|_| Error::Migration(format!("stored {what} {value} is out of range")))
+    u8::try_from(value).map_err(|_| Error::StoreInvalid(format!("stored {what} {value} is out of range")))
 }
 
 fn to_u32(value: i32) -> Result<u32, Error> {
-    u32::try_from(value).map_err(|_| Error::Migration(format!("stored version {value} is negative")))
+    u32::try_from(value).map_err(|_| Error::StoreInvalid(format!("stored version {value} is negative")))
 }
 
 impl Core {
@@ -123,9 +123,11 @@ impl Core {
 
     /// Returns the unsealed keyring, or `Sealed`.
     pub fn keyring(&self) -> Result<Arc<Keyring>, Error> {
-        let guard = self.keyring.read().unwrap_or_else(PoisonError::into_inner);
-        match guard.as_ref() {
-            Some(keyring) => Ok(Arc::clone(keyring)),
+        let current = self.keyring.read().unwrap_or_else(PoisonError::into_inner).clone();
+        // The keyring guard is released before the seal lock is taken: unseal takes them in
+        // the other order.
+        match current {
+            Some(keyring) => Ok(keyring),
             None if lock(&self.seal).params.is_none() => Err(Error::SealedUninitialized),
             None => Err(Error::Sealed),
         }
@@ -254,7 +256,7 @@ impl Core {
         for row in self.store.keyring_versions()? {
             let version = to_u32(row.version)?;
             let mechanism = row.mechanism.parse().map_err(|_| {
-                Error::Migration(format!("keyring version {version} has unknown mechanism"))
+                Error::StoreInvalid(format!("keyring version {version} has unknown mechanism"))
             })?;
             let wrapped = hsm::WrappedKey { mechanism, bytes: row.wrapped_key };
             let key = root.unwrap(&wrapped, &keyring_aad(version)).map_err(|error| {
@@ -264,7 +266,7 @@ impl Core {
             keyring_keys.insert(version, KeyringKey::new(version, &key)?);
         }
         if keyring_keys.is_empty() {
-            return Err(Error::Migration("the key store has no keyring key".to_owned()));
+            return Err(Error::StoreInvalid("the key store has no keyring key".to_owned()));
         }
         let keyring = Keyring::new(root, keyring_keys);
         for (key_row, version_rows) in self.store.load_keys()? {
@@ -356,13 +358,13 @@ fn new_version_row(
 ) -> Result<(KeyVersionRow, KeyVersion), Error> {
     let wrapping = keyring
         .latest_keyring_key()
-        .ok_or_else(|| Error::Migration("the keyring has no key".to_owned()))?;
+        .ok_or_else(|| Error::StoreInvalid("the keyring has no key".to_owned()))?;
     let material = keyring::random_key()?;
     let wrapped = wrapping.wrap_material(id, version, material.as_ref())?;
     let stored_version = i32::try_from(version)
         .map_err(|_| Error::Conflict("the key has reached the maximum number of versions"))?;
     let stored_keyring = i32::try_from(wrapping.version())
-        .map_err(|_| Error::Migration("keyring version out of range".to_owned()))?;
+        .map_err(|_| Error::StoreInvalid("keyring version out of range".to_owned()))?;
     let row = KeyVersionRow {
         key_id: id.to_string(),
         version: stored_version,
@@ -381,7 +383,7 @@ fn build_named_key(
     version_rows: &[KeyVersionRow],
 ) -> Result<NamedKey, Error> {
     let id = Uuid::parse_str(&row.id)
-        .map_err(|_| Error::Migration(format!("key {:?} has an invalid id", row.name)))?;
+        .map_err(|_| Error::StoreInvalid(format!("key {:?} has an invalid id", row.name)))?;
     let mut versions = BTreeMap::new();
     for v in version_rows {
         let version = to_u32(v.version)?;
@@ -407,7 +409,7 @@ fn parse_seal_config(row: &SealConfigRow) -> Result<SealParams, Error> {
     let set_id = row
         .share_set_id
         .parse()
-        .map_err(|_| Error::Migration("stored share set id is invalid".to_owned()))?;
+        .map_err(|_| Error::StoreInvalid("stored share set id is invalid".to_owned()))?;
     Ok(SealParams {
         set_id,
         shares: to_u8(row.shares, "share count")?,

@@ -101,6 +101,9 @@ pub enum Error {
     /// Migrations failed at start.
     #[error("database migration failed: {0}")]
     Migration(String),
+    /// The store holds a value this build cannot use.
+    #[error("the key store holds invalid data: {0}")]
+    StoreInvalid(String),
     /// The root of trust failed.
     #[error("root of trust failed")]
     Hsm(#[from] hsm::Error),
@@ -162,6 +165,7 @@ impl Error {
             | Error::Pool(_)
             | Error::PoolBuild(_)
             | Error::Migration(_)
+            | Error::StoreInvalid(_)
             | Error::Hsm(_)
             | Error::CorruptKeyMaterial(_)
             | Error::Random
