@@ -43,6 +43,6 @@ pub use error::{Error, Result};
 pub use retry::RetryPolicy;
 pub use secrecy;
 pub use types::{
-    Ciphertext, Context, DataKey, DataKeySize, InitOutput, Key, KeyState, KeyVersion, NewToken,
+    Ciphertext, Context, DataKey, DataKeySize, GeneratedRoot, InitOutput, Key, KeyState, KeyVersion, NewToken,
     Operation, Plaintext, PolicyRule, Status, TokenInfo, UnknownOperation,
 };

@@ -49,6 +49,16 @@ pub struct InitOutput {
     pub root_token_accessor: String,
 }
 
+/// A root token minted from the threshold number of shares by `generate_root`.
+#[derive(Debug, Deserialize)]
+#[non_exhaustive]
+pub struct GeneratedRoot {
+    /// The new root token, allowed to do everything.
+    pub root_token: SecretString,
+    /// Accessor of the new root token; not secret.
+    pub root_token_accessor: String,
+}
+
 /// State of a key or of one key version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "String", into = "String")]

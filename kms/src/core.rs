@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hsm::{RootKey, RootOfTrust, ShamirRoot, Share, ShareSetId, UnsealProgress};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
 use crate::auth::{self, TokenCache};
@@ -177,16 +177,7 @@ impl Core {
             wrapped_key: wrapped.bytes,
             created_at,
         };
-        let token_row = TokenRow {
-            accessor: token.accessor.clone(),
-            token_hash: token.hash.to_vec(),
-            is_root: true,
-            display_name: Some("root".to_owned()),
-            policy: "[]".to_owned(),
-            created_at,
-            expires_at: None,
-            revoked_at: None,
-        };
+        let token_row = root_token_row(&token, created_at);
         self.store.initialize(&config, &keyring_row, &token_row)?;
         state.params = Some(SealParams { set_id, shares, threshold });
         Ok(InitOutput {
@@ -226,6 +217,45 @@ impl Core {
         Ok(self.status())
     }
 
+    /// Mints a new root token for an admin who presents the threshold number of shares.
+    ///
+    /// The shares are checked the way unseal checks them, and the rebuilt key must open the
+    /// stored keyring key. Works sealed or unsealed; the daemon's state does not change.
+    pub fn generate_root(&self, shares: &[SecretString]) -> Result<InitOutput, Error> {
+        let params = lock(&self.seal).params.ok_or(Error::NotInitialized)?;
+        let mut progress = UnsealProgress::new(params.set_id, params.threshold);
+        for share in shares {
+            progress.add(Share::parse(share.expose_secret())?)?;
+        }
+        if !progress.is_complete() {
+            return Err(Error::InvalidRequest(format!(
+                "shares: {} valid shares given, {} needed",
+                progress.count(),
+                params.threshold
+            )));
+        }
+        let root = ShamirRoot::new(progress.combine().map_err(|_| Error::UnsealFailed)?);
+        let first = self
+            .store
+            .keyring_versions()?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::StoreInvalid("the key store has no keyring key".to_owned()))?;
+        let version = to_u32(first.version)?;
+        let wrapped = wrapped_from_row(first)?;
+        if root.unwrap(&wrapped, &keyring_aad(version)).is_err() {
+            return Err(Error::UnsealFailed);
+        }
+        let token = auth::mint_token()?;
+        self.store.insert_token(&root_token_row(&token, now()))?;
+        tracing::warn!(accessor = %token.accessor, "a new root token was generated from shares");
+        Ok(InitOutput {
+            shares: Vec::new(),
+            root_token: token.secret,
+            root_token_accessor: token.accessor,
+        })
+    }
+
     /// Discards unseal progress.
     pub fn unseal_reset(&self) -> Result<Status, Error> {
         {
@@ -255,10 +285,7 @@ impl Core {
         let mut keyring_keys = BTreeMap::new();
         for row in self.store.keyring_versions()? {
             let version = to_u32(row.version)?;
-            let mechanism = row.mechanism.parse().map_err(|_| {
-                Error::StoreInvalid(format!("keyring version {version} has unknown mechanism"))
-            })?;
-            let wrapped = hsm::WrappedKey { mechanism, bytes: row.wrapped_key };
+            let wrapped = wrapped_from_row(row)?;
             let key = root.unwrap(&wrapped, &keyring_aad(version)).map_err(|error| {
                 tracing::warn!(%error, version, "the reconstructed root key did not open the keyring");
                 Error::UnsealFailed
@@ -347,6 +374,28 @@ impl Core {
         let (header, body) = Header::parse(blob)?;
         let key = keyring.by_id(header.key_id)?;
         Ok((key, header, body))
+    }
+}
+
+/// The wrapped keyring key of a stored row, with the mechanism that wrapped it.
+fn wrapped_from_row(row: KeyringRow) -> Result<hsm::WrappedKey, Error> {
+    let mechanism = row.mechanism.parse().map_err(|_| {
+        Error::StoreInvalid(format!("keyring version {} has an unknown mechanism", row.version))
+    })?;
+    Ok(hsm::WrappedKey { mechanism, bytes: row.wrapped_key })
+}
+
+/// The stored row of a root token: no expiry and an empty policy, because root skips policy.
+fn root_token_row(token: &auth::NewToken, created_at: i64) -> TokenRow {
+    TokenRow {
+        accessor: token.accessor.clone(),
+        token_hash: token.hash.to_vec(),
+        is_root: true,
+        display_name: Some("root".to_owned()),
+        policy: "[]".to_owned(),
+        created_at,
+        expires_at: None,
+        revoked_at: None,
     }
 }
 

@@ -5,7 +5,7 @@ use serde::{Serialize, Serializer};
 
 use super::{Client, Request};
 use crate::error::Result;
-use crate::types::{InitOutput, Status};
+use crate::types::{GeneratedRoot, InitOutput, Status};
 
 #[derive(Serialize)]
 struct InitRequest {
@@ -18,6 +18,11 @@ struct InitRequest {
 struct UnsealRequest<'a> {
     #[serde(serialize_with = "serialize_share")]
     share: &'a SecretString,
+}
+
+#[derive(Serialize)]
+struct GenerateRootRequest<'a> {
+    shares: Vec<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -73,6 +78,18 @@ impl Client {
     pub async fn unseal_reset(&self) -> Result<Status> {
         let body = UnsealResetRequest { reset: true };
         let request = Request::post("/v1/sys/unseal".into())
+            .unauthenticated()
+            .json(&body)?;
+        self.send(request).await
+    }
+
+    /// Mints a new root token from the threshold number of shares, for example after the
+    /// root token was lost or revoked. Needs no token: the shares are the authorization.
+    pub async fn generate_root(&self, shares: &[SecretString]) -> Result<GeneratedRoot> {
+        let body = GenerateRootRequest {
+            shares: shares.iter().map(|s| s.expose_secret()).collect(),
+        };
+        let request = Request::post("/v1/sys/generate-root".into())
             .unauthenticated()
             .json(&body)?;
         self.send(request).await

@@ -12,7 +12,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/sys/status").name("sys.status").route(web::get().to(status)))
         .service(web::resource("/sys/init").name("sys.init").route(web::post().to(init)))
         .service(web::resource("/sys/unseal").name("sys.unseal").route(web::post().to(unseal)))
-        .service(web::resource("/sys/seal").name("sys.seal").route(web::post().to(seal)));
+        .service(web::resource("/sys/seal").name("sys.seal").route(web::post().to(seal)))
+        .service(
+            web::resource("/sys/generate-root")
+                .name("sys.generate_root")
+                .route(web::post().to(generate_root)),
+        );
 }
 
 async fn status(state: web::Data<AppState>) -> HttpResponse {
@@ -98,4 +103,32 @@ async fn unseal(
 async fn seal(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, Error> {
     caller.require_root("seal the daemon")?;
     Ok(HttpResponse::Ok().json(state.core.seal()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GenerateRootRequest {
+    shares: Vec<secrecy::SecretString>,
+}
+
+async fn generate_root(
+    state: web::Data<AppState>,
+    body: web::Json<GenerateRootRequest>,
+) -> Result<HttpResponse, Error> {
+    let shares = body.into_inner().shares;
+    if shares.is_empty() || shares.len() > 255 {
+        return Err(Error::InvalidRequest(format!(
+            "shares: {} given, expected 1 to 255",
+            shares.len()
+        )));
+    }
+    let result = blocking(move || state.core.generate_root(&shares)).await;
+    if let Err(error) = &result {
+        tracing::warn!(%error, "root token generation rejected");
+    }
+    let output = result?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "root_token": output.root_token.expose_secret(),
+        "root_token_accessor": output.root_token_accessor,
+    })))
 }

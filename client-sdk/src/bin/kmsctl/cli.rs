@@ -101,6 +101,10 @@ pub enum OperatorCommand {
     /// Seal the daemon, which zeroizes all key material in its memory (root token only).
     Seal,
 
+    /// Mint a new root token from the threshold number of shares, read without echo from the
+    /// terminal or one per line from stdin. Needs no token.
+    GenerateRoot,
+
     /// Show whether the daemon is initialized and sealed, and the unseal progress.
     Status,
 }

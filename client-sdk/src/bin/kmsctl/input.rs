@@ -6,7 +6,7 @@ use std::path::Path;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use client_sdk::secrecy::SecretString;
+use client_sdk::secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
 use crate::messages::{self, CliError};
@@ -108,6 +108,38 @@ pub fn read_share(argument: Option<String>) -> Result<SecretString, CliError> {
         return Err(CliError::EmptyShare);
     }
     Ok(SecretString::from(trimmed))
+}
+
+/// Reads `count` shares: prompted without echo on a terminal, otherwise one per non-empty
+/// line of stdin until `count` lines or the end of input.
+pub fn read_shares(count: usize) -> Result<Vec<SecretString>, CliError> {
+    let mut shares = Vec::with_capacity(count);
+    if io::stdin().is_terminal() {
+        for n in 1..=count {
+            let prompt = format!("Share {n} of {count}: ");
+            let line = Zeroizing::new(rpassword::prompt_password(prompt).map_err(|source| {
+                CliError::ReadInput { input: "the terminal".into(), source }
+            })?);
+            shares.push(SecretString::from(line.trim()));
+        }
+    } else {
+        for line in io::stdin().lock().lines() {
+            let line = Zeroizing::new(line.map_err(|source| CliError::ReadInput {
+                input: "stdin".into(),
+                source,
+            })?);
+            if !line.trim().is_empty() {
+                shares.push(SecretString::from(line.trim()));
+            }
+            if shares.len() == count {
+                break;
+            }
+        }
+    }
+    if shares.iter().any(|s| s.expose_secret().is_empty()) || shares.is_empty() {
+        return Err(CliError::EmptyShare);
+    }
+    Ok(shares)
 }
 
 #[cfg(test)]

@@ -64,6 +64,10 @@ Store each share apart from the others (different people, different vaults), so 
 single place holds enough shares to unseal. Keep the root token offline and create
 narrower tokens with `kmsctl token create` for daily work.";
 
+pub const ROOT_TOKEN_WARNING: &str = "\
+WARNING: this root token may do everything and is shown only this once. Keep it offline, and
+revoke it with `kmsctl token revoke <accessor>` when the task that needed it is done.";
+
 pub const TOKEN_WARNING: &str = "\
 WARNING: the token is shown only this once. Hand it over through a secret store, and
 pass it in KMS_TOKEN rather than on the command line.";

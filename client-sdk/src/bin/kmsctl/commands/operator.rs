@@ -39,6 +39,22 @@ pub async fn run(
             let status = client.seal().await?;
             print(format, &status, |_| output::line("sealed"))
         }
+        OperatorCommand::GenerateRoot => {
+            let threshold = client.status().await?.threshold.unwrap_or(1);
+            let shares = input::read_shares(usize::from(threshold))?;
+            let root = client.generate_root(&shares).await?;
+            eprintln!("{}", messages::ROOT_TOKEN_WARNING);
+            if format == Format::Json {
+                return output::json(&serde_json::json!({
+                    "root_token": root.root_token.expose_secret(),
+                    "root_token_accessor": root.root_token_accessor,
+                }));
+            }
+            output::fields(&[
+                ("Root token", root.root_token.expose_secret()),
+                ("Root token accessor", root.root_token_accessor.as_str()),
+            ])
+        }
         OperatorCommand::Status => {
             let status = client.status().await?;
             print(format, &status, print_status)
