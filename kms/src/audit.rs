@@ -3,15 +3,22 @@
 //! Records hold only the allow-listed fields of [`AuditRecord`]: never a token, plaintext,
 //! ciphertext, share or context value. A dedicated thread appends records in batches and, when
 //! configured, calls `fdatasync` once per batch, so concurrent requests share one disk flush.
-//! A request whose record is not durable within the configured timeout, or that finds the queue
-//! full, is refused with 503: a stuck audit device slows nothing but the refused requests.
+//!
+//! A request is admitted only while the log is healthy: the last write succeeded and no write
+//! has been stuck for longer than the timeout. A request refused at admission never runs, so
+//! an init or a key rotation refused for want of an audit record has no effect; its refusal
+//! is queued for the log without waiting. An admitted request whose record is not durable
+//! within the timeout is answered with 503 as well, although it ran; its record is written
+//! when the device recovers. A stuck audit device slows nothing but the refused requests.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::oneshot;
@@ -50,7 +57,26 @@ pub struct AuditRecord {
 
 struct Pending {
     line: Vec<u8>,
-    done: oneshot::Sender<bool>,
+    done: Option<oneshot::Sender<bool>>,
+}
+
+/// What the writer thread tells request handlers about the device.
+#[derive(Debug)]
+struct Health {
+    /// Whether the last write failed.
+    failing: AtomicBool,
+    /// Milliseconds after `epoch`, plus one, at which the writer began the write it is still
+    /// in; zero while it waits for records.
+    busy_since: AtomicU64,
+    epoch: Instant,
+    /// Refusal records dropped because the queue was full.
+    dropped: AtomicU64,
+}
+
+impl Health {
+    fn millis(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
 }
 
 /// Handle to the audit writer thread.
@@ -59,30 +85,99 @@ pub struct AuditLog {
     queue: SyncSender<Pending>,
     timeout: Duration,
     path: PathBuf,
+    health: Arc<Health>,
 }
 
 impl std::fmt::Debug for Pending {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pending").field("bytes", &self.line.len()).finish()
+        f.debug_struct("Pending")
+            .field("bytes", &self.line.len())
+            .finish()
     }
 }
 
 impl AuditLog {
-    /// Opens `path` for appending (mode 0600) and starts the writer thread.
+    /// Opens `path` for appending (mode 0600), writes a `daemon.start` record, and starts the
+    /// writer thread.
+    ///
+    /// A device that refuses the start record does not stop the daemon: it starts, and refuses
+    /// every request with 503 until a write succeeds, so that the failure is visible to clients
+    /// and in the log rather than a daemon that is simply absent.
     pub fn open(path: &Path, fsync: bool, timeout: Duration) -> Result<AuditLog, Error> {
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o600)
             .open(path)
             .map_err(|e| Error::io(format!("cannot open audit log {}", path.display()), e))?;
+        let health = Arc::new(Health {
+            failing: AtomicBool::new(false),
+            busy_since: AtomicU64::new(0),
+            epoch: Instant::now(),
+            dropped: AtomicU64::new(0),
+        });
+        let start = AuditRecord {
+            time: crate::core::rfc3339(crate::core::now()),
+            operation: "daemon.start".to_owned(),
+            outcome: "ok".to_owned(),
+            ..AuditRecord::default()
+        };
+        let mut line = serde_json::to_vec(&start)
+            .map_err(|_| Error::AuditUnavailable("the record could not be serialized"))?;
+        line.push(b'\n');
+        if let Err(error) = write_batch(&mut file, &[Pending { line, done: None }], fsync) {
+            tracing::error!(
+                path = %path.display(), %error,
+                "the audit log refused the start record; requests are refused until it accepts one"
+            );
+            health.failing.store(true, Ordering::Release);
+        }
         let (queue, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
         let shown = path.display().to_string();
+        let writer_health = Arc::clone(&health);
         std::thread::Builder::new()
             .name("audit-writer".to_owned())
-            .spawn(move || write_loop(file, rx, fsync, &shown))
+            .spawn(move || write_loop(file, rx, fsync, &shown, &writer_health))
             .map_err(|e| Error::io("cannot start the audit writer thread", e))?;
-        Ok(AuditLog { queue, timeout, path: path.to_owned() })
+        Ok(AuditLog {
+            queue,
+            timeout,
+            path: path.to_owned(),
+            health,
+        })
+    }
+
+    /// Checks that a new request may run: the last write succeeded and no write has been
+    /// stuck for longer than the timeout.
+    pub fn admit(&self) -> Result<(), Error> {
+        if self.health.failing.load(Ordering::Acquire) {
+            return Err(Error::AuditUnavailable(
+                "the audit log cannot be written, so requests are refused: check the audit device",
+            ));
+        }
+        let since = self.health.busy_since.load(Ordering::Acquire);
+        let timeout = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX);
+        if since != 0 && self.health.millis().saturating_sub(since - 1) > timeout {
+            return Err(Error::AuditUnavailable(
+                "the audit log is not accepting records in time, so requests are refused",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Queues the record of a request refused at admission, without waiting for it. When the
+    /// queue is full the record is dropped and counted in the daemon log.
+    pub fn record_refusal(&self, record: &AuditRecord) {
+        let Ok(mut line) = serde_json::to_vec(record) else {
+            return;
+        };
+        line.push(b'\n');
+        if self.queue.try_send(Pending { line, done: None }).is_err() {
+            let dropped = self.health.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if dropped.is_power_of_two() {
+                tracing::error!(dropped, "audit records of refused requests were dropped");
+            }
+        }
     }
 
     /// The file the log appends to.
@@ -96,7 +191,10 @@ impl AuditLog {
             .map_err(|_| Error::AuditUnavailable("the record could not be serialized"))?;
         line.push(b'\n');
         let (done, written) = oneshot::channel();
-        match self.queue.try_send(Pending { line, done }) {
+        match self.queue.try_send(Pending {
+            line,
+            done: Some(done),
+        }) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 return Err(Error::AuditUnavailable("the audit queue is full"));
@@ -114,7 +212,7 @@ impl AuditLog {
     }
 }
 
-fn write_loop(mut file: File, rx: Receiver<Pending>, fsync: bool, path: &str) {
+fn write_loop(mut file: File, rx: Receiver<Pending>, fsync: bool, path: &str, health: &Health) {
     let mut failures: u64 = 0;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
@@ -124,7 +222,12 @@ fn write_loop(mut file: File, rx: Receiver<Pending>, fsync: bool, path: &str) {
                 Err(_) => break,
             }
         }
+        health
+            .busy_since
+            .store(health.millis() + 1, Ordering::Release);
         let result = write_batch(&mut file, &batch, fsync);
+        health.busy_since.store(0, Ordering::Release);
+        health.failing.store(result.is_err(), Ordering::Release);
         if let Err(error) = &result {
             failures += 1;
             // Count repeats so a broken disk does not flood the log.
@@ -133,7 +236,9 @@ fn write_loop(mut file: File, rx: Receiver<Pending>, fsync: bool, path: &str) {
             }
         }
         for pending in batch {
-            let _ = pending.done.send(result.is_ok());
+            if let Some(done) = pending.done {
+                let _ = done.send(result.is_ok());
+            }
         }
     }
 }
@@ -169,16 +274,20 @@ mod tests {
         log.record(&record).await.unwrap();
         log.record(&record).await.unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(text.lines().count(), 2);
-        let value: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(text.lines().count(), 3);
+        let start: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(start["operation"], "daemon.start");
+        let value: serde_json::Value = serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
         assert_eq!(value["request_id"], "r1");
         assert_eq!(value["status"], 200);
     }
 
     #[tokio::test]
-    async fn record_fails_when_the_device_is_full() {
+    async fn full_device_refuses_admission_from_the_start() {
         let log = AuditLog::open(Path::new("/dev/full"), false, Duration::from_secs(5)).unwrap();
+        assert!(matches!(log.admit(), Err(Error::AuditUnavailable(_))));
         let err = log.record(&AuditRecord::default()).await.unwrap_err();
         assert!(matches!(err, Error::AuditUnavailable(_)), "{err:?}");
+        assert!(matches!(log.admit(), Err(Error::AuditUnavailable(_))));
     }
 }

@@ -78,7 +78,9 @@ pub fn pattern_matches(pattern: &str, name: &str) -> bool {
 /// patterns that are key names with at most a trailing `*`.
 pub fn validate_policy(rules: &[PolicyRule]) -> Result<(), Error> {
     if rules.is_empty() {
-        return Err(Error::InvalidRequest("policy: give at least one rule".to_owned()));
+        return Err(Error::InvalidRequest(
+            "policy: give at least one rule".to_owned(),
+        ));
     }
     for (i, rule) in rules.iter().enumerate() {
         if rule.keys.is_empty() || rule.operations.is_empty() {
@@ -128,13 +130,20 @@ impl Caller {
         if self.allows(operation, key) {
             Ok(())
         } else {
-            Err(Error::PermissionDenied { operation: operation.as_str(), key: key.to_owned() })
+            Err(Error::PermissionDenied {
+                operation: operation.as_str(),
+                key: key.to_owned(),
+            })
         }
     }
 
     /// Fails with 403 unless the caller holds the root token.
     pub fn require_root(&self, what: &'static str) -> Result<(), Error> {
-        if self.root { Ok(()) } else { Err(Error::RootRequired(what)) }
+        if self.root {
+            Ok(())
+        } else {
+            Err(Error::RootRequired(what))
+        }
     }
 }
 
@@ -147,7 +156,9 @@ pub struct NewToken {
 
 impl fmt::Debug for NewToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NewToken").field("accessor", &self.accessor).finish_non_exhaustive()
+        f.debug_struct("NewToken")
+            .field("accessor", &self.accessor)
+            .finish_non_exhaustive()
     }
 }
 
@@ -155,12 +166,19 @@ impl fmt::Debug for NewToken {
 pub fn mint_token() -> Result<NewToken, Error> {
     let mut raw = zeroize::Zeroizing::new([0u8; 32]);
     random_fill(raw.as_mut())?;
-    let secret = SecretString::from(format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(raw.as_ref())));
+    let secret = SecretString::from(format!(
+        "{TOKEN_PREFIX}{}",
+        URL_SAFE_NO_PAD.encode(raw.as_ref())
+    ));
     let hash = hash_token(secret.expose_secret());
     let mut id = [0u8; 12];
     random_fill(&mut id)?;
     let accessor = id.iter().map(|b| format!("{b:02x}")).collect();
-    Ok(NewToken { secret, hash, accessor })
+    Ok(NewToken {
+        secret,
+        hash,
+        accessor,
+    })
 }
 
 /// SHA-256 of a token. Tokens carry 256 random bits, so an unsalted hash is enough.
@@ -174,13 +192,20 @@ pub fn caller_from_row(row: &TokenRow, hash: &[u8; 32], now: i64) -> Result<Call
         return Err(Error::Unauthenticated("unknown token: check KMS_TOKEN"));
     }
     if row.revoked_at.is_some() {
-        return Err(Error::Unauthenticated("the token was revoked: ask an admin for a new one"));
+        return Err(Error::Unauthenticated(
+            "the token was revoked: ask an admin for a new one",
+        ));
     }
     if row.expires_at.is_some_and(|t| t <= now) {
-        return Err(Error::Unauthenticated("the token expired: ask an admin for a new one"));
+        return Err(Error::Unauthenticated(
+            "the token expired: ask an admin for a new one",
+        ));
     }
     let policy: Vec<PolicyRule> = serde_json::from_str(&row.policy).map_err(|_| {
-        Error::StoreInvalid(format!("stored policy of token {} is not valid JSON", row.accessor))
+        Error::StoreInvalid(format!(
+            "stored policy of token {} is not valid JSON",
+            row.accessor
+        ))
     })?;
     Ok(Caller {
         accessor: row.accessor.clone(),
@@ -234,7 +259,10 @@ impl TokenCache {
 
     /// Drops every entry.
     pub fn clear(&self) {
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 }
 
@@ -243,7 +271,12 @@ mod tests {
     use super::*;
 
     fn caller(rules: Vec<PolicyRule>) -> Caller {
-        Caller { accessor: "a".into(), root: false, policy: Arc::new(rules), expires_at: None }
+        Caller {
+            accessor: "a".into(),
+            root: false,
+            policy: Arc::new(rules),
+            expires_at: None,
+        }
     }
 
     #[test]
@@ -270,7 +303,10 @@ mod tests {
 
     #[test]
     fn validate_policy_rejects_bad_patterns() {
-        let rule = |k: &str| PolicyRule { keys: vec![k.into()], operations: vec![Operation::Decrypt] };
+        let rule = |k: &str| PolicyRule {
+            keys: vec![k.into()],
+            operations: vec![Operation::Decrypt],
+        };
         assert!(validate_policy(&[rule("a*")]).is_ok());
         assert!(validate_policy(&[rule("*")]).is_ok());
         assert!(validate_policy(&[rule("a*b")]).is_err());

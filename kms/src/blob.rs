@@ -85,10 +85,16 @@ impl Header {
     pub fn parse(blob: &[u8]) -> Result<(Header, &[u8]), BlobError> {
         let min = HEADER_LEN + TAG_LEN;
         let Some((head, body)) = blob.split_first_chunk::<HEADER_LEN>() else {
-            return Err(BlobError::TooShort { found: blob.len(), min });
+            return Err(BlobError::TooShort {
+                found: blob.len(),
+                min,
+            });
         };
         if body.len() < TAG_LEN {
-            return Err(BlobError::TooShort { found: blob.len(), min });
+            return Err(BlobError::TooShort {
+                found: blob.len(),
+                min,
+            });
         }
         if head[..4] != MAGIC {
             return Err(BlobError::BadMagic);
@@ -174,7 +180,11 @@ mod tests {
                         11111111111111111111111111111111\
                         00000007\
                         222222222222222222222222";
-        let hex: String = sample_header().encode().iter().map(|b| format!("{b:02x}")).collect();
+        let hex: String = sample_header()
+            .encode()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         assert_eq!(hex, expected);
     }
 
@@ -195,11 +205,17 @@ mod tests {
 
         let mut bad = blob.clone();
         bad[4] = 2;
-        assert_eq!(Header::parse(&bad).unwrap_err(), BlobError::UnsupportedVersion(2));
+        assert_eq!(
+            Header::parse(&bad).unwrap_err(),
+            BlobError::UnsupportedVersion(2)
+        );
 
         let mut bad = blob;
         bad[5] = 9;
-        assert_eq!(Header::parse(&bad).unwrap_err(), BlobError::UnsupportedAlgorithm(9));
+        assert_eq!(
+            Header::parse(&bad).unwrap_err(),
+            BlobError::UnsupportedAlgorithm(9)
+        );
     }
 
     #[test]

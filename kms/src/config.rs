@@ -140,7 +140,10 @@ impl TryFrom<Cli> for Params {
             Some(path) => read_file_config(path)?,
             None => FileConfig::default(),
         };
-        let data_dir = cli.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("kms-data"));
+        let data_dir = cli
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("kms-data"));
         let listen = match cli.listen.or(file.listen) {
             Some(addr) => addr,
             None => DEFAULT_LISTEN.parse().map_err(|_| Error::Config {
@@ -150,7 +153,9 @@ impl TryFrom<Cli> for Params {
         };
         let tls = match (cli.tls_cert.or(file.tls_cert), cli.tls_key.or(file.tls_key)) {
             (Some(cert), Some(key)) => TlsSource::Files { cert, key },
-            (None, None) => TlsSource::Generated { dir: data_dir.join("tls") },
+            (None, None) => TlsSource::Generated {
+                dir: data_dir.join("tls"),
+            },
             _ => {
                 return Err(Error::Config {
                     setting: "tls_cert",
@@ -186,11 +191,20 @@ impl TryFrom<Cli> for Params {
                 .database_path
                 .or(file.database_path)
                 .unwrap_or_else(|| data_dir.join("kms.db")),
-            audit_log: cli.audit_log.or(file.audit_log).unwrap_or_else(|| data_dir.join("audit.log")),
+            audit_log: cli
+                .audit_log
+                .or(file.audit_log)
+                .unwrap_or_else(|| data_dir.join("audit.log")),
             audit_timeout,
             audit_fsync: cli.audit_fsync.or(file.audit_fsync).unwrap_or(true),
-            log_format: cli.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
-            log_level: cli.log_level.or(file.log_level).unwrap_or_else(|| "info".to_owned()),
+            log_format: cli
+                .log_format
+                .or(file.log_format)
+                .unwrap_or(LogFormat::Text),
+            log_level: cli
+                .log_level
+                .or(file.log_level)
+                .unwrap_or_else(|| "info".to_owned()),
             workers,
             disable_mlock: cli.disable_mlock.or(file.disable_mlock).unwrap_or(false),
             data_dir,
@@ -233,7 +247,11 @@ mod tests {
     fn flags_override_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("kms.toml");
-        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\naudit_timeout = \"2s\"\n").unwrap();
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\naudit_timeout = \"2s\"\n",
+        )
+        .unwrap();
         let path = file.to_str().unwrap();
         let p = params(&["--config", path]).unwrap();
         assert_eq!(p.listen.port(), 9000);

@@ -91,20 +91,28 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn to_u8(value: i32, what: &'static str) -> Result<u8, Error> {
-    u8::try_from(value).map_err(|_| Error::StoreInvalid(format!("stored {what} {value} is out of range")))
+    u8::try_from(value)
+        .map_err(|_| Error::StoreInvalid(format!("stored {what} {value} is out of range")))
 }
 
 fn to_u32(value: i32) -> Result<u32, Error> {
-    u32::try_from(value).map_err(|_| Error::StoreInvalid(format!("stored version {value} is negative")))
+    u32::try_from(value)
+        .map_err(|_| Error::StoreInvalid(format!("stored version {value} is negative")))
 }
 
 impl Core {
     /// Builds the core over an opened store; the daemon starts sealed.
     pub fn new(store: Store) -> Result<Core, Error> {
-        let params = store.seal_config()?.map(|row| parse_seal_config(&row)).transpose()?;
+        let params = store
+            .seal_config()?
+            .map(|row| parse_seal_config(&row))
+            .transpose()?;
         Ok(Core {
             store,
-            seal: Mutex::new(SealState { params, progress: None }),
+            seal: Mutex::new(SealState {
+                params,
+                progress: None,
+            }),
             keyring: RwLock::new(None),
             admin: Mutex::new(()),
             tokens: TokenCache::default(),
@@ -123,7 +131,11 @@ impl Core {
 
     /// Returns the unsealed keyring, or `Sealed`.
     pub fn keyring(&self) -> Result<Arc<Keyring>, Error> {
-        let current = self.keyring.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let current = self
+            .keyring
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         // The keyring guard is released before the seal lock is taken: unseal takes them in
         // the other order.
         match current {
@@ -135,7 +147,11 @@ impl Core {
 
     /// Reports the seal status.
     pub fn status(&self) -> Status {
-        let sealed = self.keyring.read().unwrap_or_else(PoisonError::into_inner).is_none();
+        let sealed = self
+            .keyring
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none();
         let state = lock(&self.seal);
         Status {
             initialized: state.params.is_some(),
@@ -179,7 +195,11 @@ impl Core {
         };
         let token_row = root_token_row(&token, created_at);
         self.store.initialize(&config, &keyring_row, &token_row)?;
-        state.params = Some(SealParams { set_id, shares, threshold });
+        state.params = Some(SealParams {
+            set_id,
+            shares,
+            threshold,
+        });
         Ok(InitOutput {
             shares: split.iter().map(Share::encode).collect(),
             root_token: token.secret,
@@ -191,7 +211,12 @@ impl Core {
     pub fn unseal(&self, share_text: &str) -> Result<Status, Error> {
         let mut state = lock(&self.seal);
         let params = state.params.ok_or(Error::NotInitialized)?;
-        if self.keyring.read().unwrap_or_else(PoisonError::into_inner).is_some() {
+        if self
+            .keyring
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+        {
             drop(state);
             return Ok(self.status());
         }
@@ -270,7 +295,11 @@ impl Core {
 
     /// Drops every unwrapped key; the memory is zeroized as the last references go.
     pub fn seal(&self) -> Status {
-        let previous = self.keyring.write().unwrap_or_else(PoisonError::into_inner).take();
+        let previous = self
+            .keyring
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         lock(&self.seal).progress = None;
         self.tokens.clear();
         if previous.is_some() {
@@ -293,7 +322,9 @@ impl Core {
             keyring_keys.insert(version, KeyringKey::new(version, &key)?);
         }
         if keyring_keys.is_empty() {
-            return Err(Error::StoreInvalid("the key store has no keyring key".to_owned()));
+            return Err(Error::StoreInvalid(
+                "the key store has no keyring key".to_owned(),
+            ));
         }
         let keyring = Keyring::new(root, keyring_keys);
         for (key_row, version_rows) in self.store.load_keys()? {
@@ -354,7 +385,8 @@ impl Core {
         let keyring = self.keyring()?;
         let _admin = lock(&self.admin);
         let current = keyring.by_name(name)?;
-        self.store.set_key_state(&current.id.to_string(), state.as_str())?;
+        self.store
+            .set_key_state(&current.id.to_string(), state.as_str())?;
         tracing::info!(key = name, state = state.as_str(), "key state changed");
         Ok(keyring.insert(NamedKey {
             id: current.id,
@@ -380,9 +412,15 @@ impl Core {
 /// The wrapped keyring key of a stored row, with the mechanism that wrapped it.
 fn wrapped_from_row(row: KeyringRow) -> Result<hsm::WrappedKey, Error> {
     let mechanism = row.mechanism.parse().map_err(|_| {
-        Error::StoreInvalid(format!("keyring version {} has an unknown mechanism", row.version))
+        Error::StoreInvalid(format!(
+            "keyring version {} has an unknown mechanism",
+            row.version
+        ))
     })?;
-    Ok(hsm::WrappedKey { mechanism, bytes: row.wrapped_key })
+    Ok(hsm::WrappedKey {
+        mechanism,
+        bytes: row.wrapped_key,
+    })
 }
 
 /// The stored row of a root token: no expiry and an empty policy, because root skips policy.
@@ -443,7 +481,10 @@ fn build_named_key(
             .unwrap_material(id, version, &v.wrapped_material)
             .ok_or_else(|| Error::CorruptKeyMaterial(row.name.clone()))?;
         let state = KeyState::from_stored(&v.state);
-        versions.insert(version, Arc::new(KeyVersion::new(version, state, v.created_at, &material)?));
+        versions.insert(
+            version,
+            Arc::new(KeyVersion::new(version, state, v.created_at, &material)?),
+        );
     }
     Ok(NamedKey {
         id,

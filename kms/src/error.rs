@@ -13,7 +13,10 @@ use crate::blob::BlobError;
 pub enum Error {
     /// A setting has a value the daemon cannot use.
     #[error("invalid setting {setting}: {reason}")]
-    Config { setting: &'static str, reason: String },
+    Config {
+        setting: &'static str,
+        reason: String,
+    },
     /// The request body or a parameter is malformed or out of range.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
@@ -52,7 +55,10 @@ pub enum Error {
     Unauthenticated(&'static str),
     /// The token's policy does not allow the operation.
     #[error("permission denied: this token may not {operation} key {key:?}")]
-    PermissionDenied { operation: &'static str, key: String },
+    PermissionDenied {
+        operation: &'static str,
+        key: String,
+    },
     /// The root token is needed.
     #[error("permission denied: only the root token may {0}")]
     RootRequired(&'static str),
@@ -115,7 +121,10 @@ pub enum Error {
     Random,
     /// A file or socket operation failed.
     #[error("{context}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
     /// TLS set-up failed.
     #[error("TLS set-up failed: {0}")]
     Tls(String),
@@ -177,7 +186,10 @@ impl Error {
 
     /// Wraps an I/O error with a message that names the file or socket.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Error {
-        Error::Io { context: context.into(), source }
+        Error::Io {
+            context: context.into(),
+            source,
+        }
     }
 }
 
@@ -203,8 +215,12 @@ impl actix_web::ResponseError for Error {
             self.to_string()
         };
         let mut response = HttpResponse::build(status).finish();
-        response.extensions_mut().insert(ErrorInfo { code, message });
-        response.extensions_mut().insert(InternalCause(error_chain(self)));
+        response
+            .extensions_mut()
+            .insert(ErrorInfo { code, message });
+        response
+            .extensions_mut()
+            .insert(InternalCause(error_chain(self)));
         response
     }
 }

@@ -19,7 +19,8 @@ pub fn harden(disable_mlock: bool) {
         tracing::warn!("memory locking is disabled: key material may be written to swap");
         return;
     }
-    let unlimited = getrlimit(Resource::RLIMIT_MEMLOCK).is_ok_and(|(soft, _)| soft == RLIM_INFINITY);
+    let unlimited =
+        getrlimit(Resource::RLIMIT_MEMLOCK).is_ok_and(|(soft, _)| soft == RLIM_INFINITY);
     if !unlimited && !nix::unistd::geteuid().is_root() {
         tracing::warn!(
             "memory is not locked: RLIMIT_MEMLOCK is limited, so key material may be written \
@@ -30,6 +31,8 @@ pub fn harden(disable_mlock: bool) {
     }
     match mlockall(MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE) {
         Ok(()) => tracing::debug!("process memory locked"),
-        Err(error) => tracing::warn!(%error, "mlockall failed: key material may be written to swap"),
+        Err(error) => {
+            tracing::warn!(%error, "mlockall failed: key material may be written to swap")
+        }
     }
 }

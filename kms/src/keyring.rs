@@ -37,7 +37,11 @@ impl KeyState {
 
     /// Parses the stored spelling; anything else is treated as disabled, the safe reading.
     pub fn from_stored(text: &str) -> KeyState {
-        if text == "enabled" { KeyState::Enabled } else { KeyState::Disabled }
+        if text == "enabled" {
+            KeyState::Enabled
+        } else {
+            KeyState::Disabled
+        }
     }
 }
 
@@ -66,7 +70,13 @@ impl WrappingKey {
         random_fill(&mut nonce)?;
         let sealed = self
             .0
-            .encrypt(&nonce.into(), Payload { msg: plaintext, aad })
+            .encrypt(
+                &nonce.into(),
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
             .map_err(|_| Error::Random)?;
         let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
         out.extend_from_slice(&nonce);
@@ -76,7 +86,10 @@ impl WrappingKey {
 
     fn open(&self, sealed: &[u8], aad: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
         let (nonce, body) = sealed.split_first_chunk::<NONCE_LEN>()?;
-        let plain = self.0.decrypt(&(*nonce).into(), Payload { msg: body, aad }).ok()?;
+        let plain = self
+            .0
+            .decrypt(&(*nonce).into(), Payload { msg: body, aad })
+            .ok()?;
         Some(Zeroizing::new(plain))
     }
 }
@@ -104,14 +117,19 @@ pub struct KeyringKey {
 
 impl fmt::Debug for KeyringKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyringKey").field("version", &self.version).finish_non_exhaustive()
+        f.debug_struct("KeyringKey")
+            .field("version", &self.version)
+            .finish_non_exhaustive()
     }
 }
 
 impl KeyringKey {
     /// Builds a keyring key from unwrapped bytes.
     pub fn new(version: u32, key: &[u8]) -> Result<KeyringKey, Error> {
-        Ok(KeyringKey { version, key: WrappingKey(cipher_from(key)?) })
+        Ok(KeyringKey {
+            version,
+            key: WrappingKey(cipher_from(key)?),
+        })
     }
 
     /// The keyring version.
@@ -120,7 +138,12 @@ impl KeyringKey {
     }
 
     /// Wraps the material of `key_id` version `version`.
-    pub fn wrap_material(&self, key_id: Uuid, version: u32, material: &[u8]) -> Result<Vec<u8>, Error> {
+    pub fn wrap_material(
+        &self,
+        key_id: Uuid,
+        version: u32,
+        material: &[u8],
+    ) -> Result<Vec<u8>, Error> {
         self.key.seal(material, &material_aad(key_id, version))
     }
 
@@ -154,8 +177,38 @@ impl fmt::Debug for KeyVersion {
 
 impl KeyVersion {
     /// Builds a version from unwrapped material.
-    pub fn new(version: u32, state: KeyState, created_at: i64, material: &[u8]) -> Result<Self, Error> {
-        Ok(KeyVersion { version, state, created_at, cipher: cipher_from(material)? })
+    pub fn new(
+        version: u32,
+        state: KeyState,
+        created_at: i64,
+        material: &[u8],
+    ) -> Result<Self, Error> {
+        Ok(KeyVersion {
+            version,
+            state,
+            created_at,
+            cipher: cipher_from(material)?,
+        })
+    }
+}
+
+/// A data key fresh from [`NamedKey::generate_data_key`].
+pub struct GeneratedDataKey {
+    /// Key version that sealed the blob.
+    pub version: u32,
+    /// The data key, zeroized on drop.
+    pub plaintext: Zeroizing<Vec<u8>>,
+    /// The data key sealed under `version`.
+    pub blob: Vec<u8>,
+}
+
+impl fmt::Debug for GeneratedDataKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GeneratedDataKey")
+            .field("version", &self.version)
+            .field("plaintext", &"[redacted]")
+            .field("blob_len", &self.blob.len())
+            .finish()
     }
 }
 
@@ -208,12 +261,25 @@ impl NamedKey {
         context: &BTreeMap<String, String>,
     ) -> Result<(u32, Vec<u8>), Error> {
         self.ensure_enabled()?;
-        let version = self.latest().ok_or_else(|| Error::KeyNotFound(self.name.clone()))?;
-        let header = Header { key_id: self.id, key_version: version.version, nonce }.encode();
+        let version = self
+            .latest()
+            .ok_or_else(|| Error::KeyNotFound(self.name.clone()))?;
+        let header = Header {
+            key_id: self.id,
+            key_version: version.version,
+            nonce,
+        }
+        .encode();
         let aad = blob::associated_data(&header, context);
         let sealed = version
             .cipher
-            .encrypt(&nonce.into(), Payload { msg: plaintext, aad: &aad })
+            .encrypt(
+                &nonce.into(),
+                Payload {
+                    msg: plaintext,
+                    aad: &aad,
+                },
+            )
             .map_err(|_| Error::Random)?;
         let mut out = Vec::with_capacity(header.len() + sealed.len());
         out.extend_from_slice(&header);
@@ -222,16 +288,19 @@ impl NamedKey {
     }
 
     /// Generates a data key of `bytes` random bytes and seals it under the latest version.
-    /// Returns the version, the data key and the blob.
     pub fn generate_data_key(
         &self,
         bytes: usize,
         context: &BTreeMap<String, String>,
-    ) -> Result<(u32, Zeroizing<Vec<u8>>, Vec<u8>), Error> {
-        let mut data_key = Zeroizing::new(vec![0u8; bytes]);
-        random_fill(&mut data_key)?;
-        let (version, blob) = self.seal(&data_key, context)?;
-        Ok((version, data_key, blob))
+    ) -> Result<GeneratedDataKey, Error> {
+        let mut plaintext = Zeroizing::new(vec![0u8; bytes]);
+        random_fill(&mut plaintext)?;
+        let (version, blob) = self.seal(&plaintext, context)?;
+        Ok(GeneratedDataKey {
+            version,
+            plaintext,
+            blob,
+        })
     }
 
     /// Opens a blob whose header names this key.
@@ -242,13 +311,23 @@ impl NamedKey {
         context: &BTreeMap<String, String>,
     ) -> Result<Zeroizing<Vec<u8>>, Error> {
         self.ensure_enabled()?;
-        let version = self.versions.get(&header.key_version).ok_or_else(|| {
-            Error::KeyVersionNotFound { key: self.name.clone(), version: header.key_version }
-        })?;
+        let version =
+            self.versions
+                .get(&header.key_version)
+                .ok_or_else(|| Error::KeyVersionNotFound {
+                    key: self.name.clone(),
+                    version: header.key_version,
+                })?;
         let aad = blob::associated_data(&header.encode(), context);
         let plain = version
             .cipher
-            .decrypt(&header.nonce.into(), Payload { msg: ciphertext, aad: &aad })
+            .decrypt(
+                &header.nonce.into(),
+                Payload {
+                    msg: ciphertext,
+                    aad: &aad,
+                },
+            )
             .map_err(|_| Error::DecryptionFailed)?;
         Ok(Zeroizing::new(plain))
     }
@@ -272,7 +351,10 @@ impl fmt::Debug for Keyring {
         let names: BTreeSet<String> = self.read().by_name.keys().cloned().collect();
         f.debug_struct("Keyring")
             .field("root", &self.root)
-            .field("keyring_versions", &self.keyring_keys.keys().collect::<Vec<_>>())
+            .field(
+                "keyring_versions",
+                &self.keyring_keys.keys().collect::<Vec<_>>(),
+            )
             .field("keys", &names)
             .finish()
     }
@@ -280,14 +362,23 @@ impl fmt::Debug for Keyring {
 
 impl Keyring {
     /// Builds a keyring from unwrapped keyring keys; keys are added with [`Keyring::insert`].
-    pub fn new(root: Arc<dyn hsm::RootOfTrust>, keyring_keys: BTreeMap<u32, KeyringKey>) -> Keyring {
-        Keyring { root, keyring_keys, keys: RwLock::new(KeyMaps::default()) }
+    pub fn new(
+        root: Arc<dyn hsm::RootOfTrust>,
+        keyring_keys: BTreeMap<u32, KeyringKey>,
+    ) -> Keyring {
+        Keyring {
+            root,
+            keyring_keys,
+            keys: RwLock::new(KeyMaps::default()),
+        }
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, KeyMaps> {
         // A panic while holding the lock cannot leave the maps half-updated (each update is
         // two inserts of complete values), so a poisoned lock is still safe to use.
-        self.keys.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The root of trust that wraps the keyring keys.
@@ -308,7 +399,10 @@ impl Keyring {
     /// Adds or replaces a named key.
     pub fn insert(&self, key: NamedKey) -> Arc<NamedKey> {
         let key = Arc::new(key);
-        let mut maps = self.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut maps = self
+            .keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         maps.by_name.insert(key.name.clone(), Arc::clone(&key));
         maps.by_id.insert(key.id, Arc::clone(&key));
         key
@@ -316,12 +410,20 @@ impl Keyring {
 
     /// Looks a key up by name.
     pub fn by_name(&self, name: &str) -> Result<Arc<NamedKey>, Error> {
-        self.read().by_name.get(name).cloned().ok_or_else(|| Error::KeyNotFound(name.to_owned()))
+        self.read()
+            .by_name
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::KeyNotFound(name.to_owned()))
     }
 
     /// Looks a key up by id.
     pub fn by_id(&self, id: Uuid) -> Result<Arc<NamedKey>, Error> {
-        self.read().by_id.get(&id).cloned().ok_or(Error::KeyIdNotFound(id))
+        self.read()
+            .by_id
+            .get(&id)
+            .cloned()
+            .ok_or(Error::KeyIdNotFound(id))
     }
 
     /// Returns every key, sorted by name.
@@ -358,7 +460,10 @@ mod tests {
         let (version, blob) = key.seal(b"canary", &context("a")).unwrap();
         assert_eq!(version, 1);
         let (header, body) = Header::parse(&blob).unwrap();
-        assert_eq!(key.open(&header, body, &context("a")).unwrap().as_slice(), b"canary");
+        assert_eq!(
+            key.open(&header, body, &context("a")).unwrap().as_slice(),
+            b"canary"
+        );
     }
 
     #[test]
@@ -366,7 +471,10 @@ mod tests {
         let key = sample_key();
         let (_, blob) = key.seal(b"canary", &context("a")).unwrap();
         let (header, body) = Header::parse(&blob).unwrap();
-        assert!(matches!(key.open(&header, body, &context("b")), Err(Error::DecryptionFailed)));
+        assert!(matches!(
+            key.open(&header, body, &context("b")),
+            Err(Error::DecryptionFailed)
+        ));
     }
 
     #[test]
@@ -376,12 +484,14 @@ mod tests {
         for i in 0..blob.len() {
             let mut bad = blob.clone();
             bad[i] ^= 0x01;
-            let result = Header::parse(&bad).map_err(Error::from).and_then(|(header, body)| {
-                if header.key_id != key.id {
-                    return Err(Error::KeyIdNotFound(header.key_id));
-                }
-                key.open(&header, body, &BTreeMap::new())
-            });
+            let result = Header::parse(&bad)
+                .map_err(Error::from)
+                .and_then(|(header, body)| {
+                    if header.key_id != key.id {
+                        return Err(Error::KeyIdNotFound(header.key_id));
+                    }
+                    key.open(&header, body, &BTreeMap::new())
+                });
             assert!(result.is_err(), "flipped byte {i} was accepted");
         }
     }
@@ -391,23 +501,42 @@ mod tests {
         let keyring_key = KeyringKey::new(1, &[9u8; KEY_LEN]).unwrap();
         let id = Uuid::from_bytes([3; 16]);
         let wrapped = keyring_key.wrap_material(id, 2, &[5u8; KEY_LEN]).unwrap();
-        assert_eq!(keyring_key.unwrap_material(id, 2, &wrapped).unwrap().as_slice(), &[5u8; 32]);
+        assert_eq!(
+            keyring_key
+                .unwrap_material(id, 2, &wrapped)
+                .unwrap()
+                .as_slice(),
+            &[5u8; 32]
+        );
         assert!(keyring_key.unwrap_material(id, 3, &wrapped).is_none());
-        assert!(keyring_key.unwrap_material(Uuid::from_bytes([4; 16]), 2, &wrapped).is_none());
+        assert!(
+            keyring_key
+                .unwrap_material(Uuid::from_bytes([4; 16]), 2, &wrapped)
+                .is_none()
+        );
     }
 
     fn hex(text: &str) -> Vec<u8> {
-        (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap()).collect()
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     /// Opens a vector's blob the way the decrypt endpoint does and returns the error code.
-    fn open_vector(key: &NamedKey, blob: &[u8], context: &BTreeMap<String, String>) -> Result<Vec<u8>, &'static str> {
+    fn open_vector(
+        key: &NamedKey,
+        blob: &[u8],
+        context: &BTreeMap<String, String>,
+    ) -> Result<Vec<u8>, &'static str> {
         let code = |e: Error| e.status_and_code().1;
         let (header, body) = Header::parse(blob).map_err(|e| code(e.into()))?;
         if header.key_id != key.id {
             return Err("key_not_found");
         }
-        key.open(&header, body, context).map(|p| p.to_vec()).map_err(code)
+        key.open(&header, body, context)
+            .map(|p| p.to_vec())
+            .map_err(code)
     }
 
     #[test]
@@ -433,7 +562,8 @@ mod tests {
                 created_at: 0,
                 versions: BTreeMap::from([(version, Arc::new(key_version))]),
             };
-            let context: BTreeMap<String, String> = serde_json::from_str(fields["context"]).unwrap();
+            let context: BTreeMap<String, String> =
+                serde_json::from_str(fields["context"]).unwrap();
             let plaintext = hex(fields["plaintext"]);
             let blob = hex(fields["blob"]);
             let result = open_vector(&key, &blob, &context);
@@ -441,14 +571,20 @@ mod tests {
                 "ok" => {
                     assert_eq!(result.as_deref(), Ok(plaintext.as_slice()), "{name}");
                     let (header, _) = Header::parse(&blob).unwrap();
-                    let (_, resealed) = key.seal_with_nonce(header.nonce, &plaintext, &context).unwrap();
+                    let (_, resealed) = key
+                        .seal_with_nonce(header.nonce, &plaintext, &context)
+                        .unwrap();
                     assert_eq!(resealed, blob, "{name}: sealing again gave other bytes");
                 }
                 code => assert_eq!(result, Err(code), "{name}"),
             }
             checked += 1;
         }
-        assert!(checked >= 10, "only {checked} vectors found in {}", dir.display());
+        assert!(
+            checked >= 10,
+            "only {checked} vectors found in {}",
+            dir.display()
+        );
     }
 
     #[test]

@@ -11,7 +11,10 @@
 //! versions, accessors, request ids, lengths and error codes instead. Types that hold secrets
 //! write `Debug` by hand, and the end-to-end tests check captured logs for a canary plaintext.
 
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod api;
 pub mod audit;
@@ -84,7 +87,10 @@ pub fn run(params: Params) -> Result<(), Error> {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     hardening::harden(params.disable_mlock);
     std::fs::create_dir_all(&params.data_dir).map_err(|e| {
-        Error::io(format!("cannot create data directory {}", params.data_dir.display()), e)
+        Error::io(
+            format!("cannot create data directory {}", params.data_dir.display()),
+            e,
+        )
     })?;
 
     let store = store::Store::open_sqlite(&params.database_path)?;
@@ -98,7 +104,9 @@ pub fn run(params: Params) -> Result<(), Error> {
     let start_state = state.clone();
     let result = system.block_on(async move {
         let server = HttpServer::new(move || {
-            App::new().app_data(server_state.clone()).configure(api::configure)
+            App::new()
+                .app_data(server_state.clone())
+                .configure(api::configure)
         })
         .workers(params.workers)
         .worker_max_blocking_threads(BLOCKING_THREADS_PER_WORKER)
@@ -106,10 +114,17 @@ pub fn run(params: Params) -> Result<(), Error> {
         .map_err(|e| Error::io(format!("cannot listen on {}", params.listen), e))?;
         let addrs = server.addrs();
         for addr in &addrs {
-            println!("kmsd {} listening on https://{addr}", env!("CARGO_PKG_VERSION"));
+            println!(
+                "kmsd {} listening on https://{addr}",
+                env!("CARGO_PKG_VERSION")
+            );
         }
         if let Some(ca) = &ca_path {
-            println!("CA certificate: {} (export KMS_CACERT={})", ca.display(), ca.display());
+            println!(
+                "CA certificate: {} (export KMS_CACERT={})",
+                ca.display(),
+                ca.display()
+            );
         }
         let status = start_state.core.status();
         tracing::info!(
@@ -119,9 +134,15 @@ pub fn run(params: Params) -> Result<(), Error> {
             initialized = status.initialized,
             "kmsd started sealed"
         );
-        server.run().await.map_err(|e| Error::io("the HTTP server failed", e))
+        server
+            .run()
+            .await
+            .map_err(|e| Error::io("the HTTP server failed", e))
     });
     let status = state.core.seal();
-    tracing::info!(initialized = status.initialized, "kmsd stopped; key material zeroized");
+    tracing::info!(
+        initialized = status.initialized,
+        "kmsd stopped; key material zeroized"
+    );
     result
 }

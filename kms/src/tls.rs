@@ -28,19 +28,37 @@ pub fn server_config(source: &TlsSource) -> Result<(ServerConfig, Option<PathBuf
     };
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
         .and_then(Iterator::collect)
-        .map_err(|e| Error::Tls(format!("cannot read certificates from {}: {e}", cert.display())))?;
+        .map_err(|e| {
+            Error::Tls(format!(
+                "cannot read certificates from {}: {e}",
+                cert.display()
+            ))
+        })?;
     if chain.is_empty() {
-        return Err(Error::Tls(format!("{} holds no PEM certificate", cert.display())));
+        return Err(Error::Tls(format!(
+            "{} holds no PEM certificate",
+            cert.display()
+        )));
     }
-    let private_key = PrivateKeyDer::from_pem_file(&key)
-        .map_err(|e| Error::Tls(format!("cannot read a private key from {}: {e}", key.display())))?;
+    let private_key = PrivateKeyDer::from_pem_file(&key).map_err(|e| {
+        Error::Tls(format!(
+            "cannot read a private key from {}: {e}",
+            key.display()
+        ))
+    })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| Error::Tls(e.to_string()))?
         .with_no_client_auth()
         .with_single_cert(chain, private_key)
-        .map_err(|e| Error::Tls(format!("{} and {} do not match: {e}", cert.display(), key.display())))?;
+        .map_err(|e| {
+            Error::Tls(format!(
+                "{} and {} do not match: {e}",
+                cert.display(),
+                key.display()
+            ))
+        })?;
     Ok((config, ca))
 }
 
@@ -62,7 +80,9 @@ fn ensure_generated(dir: &Path) -> Result<PathBuf, Error> {
 
     let ca_key = KeyPair::generate().map_err(tls)?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(tls)?;
-    ca_params.distinguished_name.push(DnType::CommonName, "kmsd private CA");
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "kmsd private CA");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     ca_params.not_before = not_before.into();
@@ -70,7 +90,11 @@ fn ensure_generated(dir: &Path) -> Result<PathBuf, Error> {
     let ca_cert = ca_params.self_signed(&ca_key).map_err(tls)?;
 
     let server_key = KeyPair::generate().map_err(tls)?;
-    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    let names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
     let mut params = CertificateParams::new(names).map_err(tls)?;
     params.distinguished_name.push(DnType::CommonName, "kmsd");
     params.not_before = not_before.into();
@@ -79,7 +103,10 @@ fn ensure_generated(dir: &Path) -> Result<PathBuf, Error> {
     let server_cert = params.signed_by(&server_key, &issuer).map_err(tls)?;
 
     write_private(&key_path, server_key.serialize_pem().as_bytes())?;
-    write_private(&cert_path, format!("{}{}", server_cert.pem(), ca_cert.pem()).as_bytes())?;
+    write_private(
+        &cert_path,
+        format!("{}{}", server_cert.pem(), ca_cert.pem()).as_bytes(),
+    )?;
     write_private(&ca_path, ca_cert.pem().as_bytes())?;
     tracing::info!(ca = %ca_path.display(), "generated a private CA and a localhost certificate");
     Ok(ca_path)
@@ -94,5 +121,6 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Error> {
         .mode(0o600)
         .open(path)
         .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
-    file.write_all(bytes).map_err(|e| Error::io(format!("cannot write {}", path.display()), e))
+    file.write_all(bytes)
+        .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))
 }

@@ -10,7 +10,14 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use client_sdk::secrecy::SecretString;
+use client_sdk::{Client, ClientBuilder, RetryPolicy, Status};
 use tempfile::TempDir;
+
+pub mod http;
+pub mod share_text;
+
+use crate::http::Http;
 
 /// How long a daemon may take to print its listening address.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -19,7 +26,10 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/debug/deps/<test> -> target/debug/<name>
-    let dir = exe.parent().and_then(Path::parent).expect("target directory");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
     let path = dir.join(name);
     assert!(
         path.exists(),
@@ -63,7 +73,10 @@ impl Daemon {
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--listen", "127.0.0.1:0", "--workers", "2"])
-            .args(["--log-level", options.log_level.as_deref().unwrap_or("info")])
+            .args([
+                "--log-level",
+                options.log_level.as_deref().unwrap_or("info"),
+            ])
             .args(&options.args)
             .env_remove("KMS_CONFIG")
             .stdin(Stdio::null())
@@ -119,15 +132,24 @@ impl Daemon {
         &self.data_dir
     }
 
+    /// Returns the file that receives the daemon's stderr log, which outlives the daemon.
+    pub fn log_path(&self) -> &Path {
+        &self.stderr
+    }
+
     /// The daemon's stderr log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
-    /// The audit log lines so far, parsed.
+    /// The audit records of requests so far, parsed; the `daemon.start` records that each
+    /// start writes are left out.
     pub fn audit_records(&self) -> Vec<serde_json::Value> {
         let text = std::fs::read_to_string(self.data_dir.join("audit.log")).unwrap_or_default();
-        text.lines().map(|l| serde_json::from_str(l).expect("audit line is JSON")).collect()
+        text.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("audit line is JSON"))
+            .filter(|record| record["operation"] != "daemon.start")
+            .collect()
     }
 
     /// A `kmsctl` command pointed at this daemon, with no token set.
@@ -141,12 +163,139 @@ impl Daemon {
         command
     }
 
+    /// Returns the audit log file in the data directory (unless `--audit-log` moved it).
+    pub fn audit_path(&self) -> PathBuf {
+        self.data_dir.join("audit.log")
+    }
+
     /// Sends SIGTERM and waits for the process to exit; returns whether it exited with 0.
-    pub fn stop(mut self) -> bool {
+    pub fn stop(self) -> bool {
+        self.stop_with("TERM")
+    }
+
+    /// Sends the signal `name` (such as `INT`) and waits for the process to exit; returns
+    /// whether it exited with 0.
+    pub fn stop_with(mut self, name: &str) -> bool {
         let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let _ = Command::new("kill")
+            .args([format!("-{name}"), pid])
+            .status();
         self.child.wait().map(|s| s.success()).unwrap_or(false)
     }
+
+    /// Builds an SDK client for this daemon that trusts its CA, sends `token` when given, and
+    /// never retries, so that every call is exactly one request.
+    pub fn client(&self, token: Option<&SecretString>) -> Client {
+        let mut builder = ClientBuilder::new(self.addr.as_str())
+            .ca_cert(&self.ca)
+            .retry(RetryPolicy::none())
+            .timeout(Duration::from_secs(30));
+        if let Some(token) = token {
+            builder = builder.token(token.clone());
+        }
+        builder.build().expect("build SDK client")
+    }
+
+    /// Builds a raw HTTPS client for this daemon.
+    pub fn http(&self) -> Http {
+        Http::new(&self.addr, &self.ca)
+    }
+
+    /// Initializes the daemon with `shares` shares and threshold `threshold`.
+    pub async fn init(&self, shares: u8, threshold: u8) -> Initialized {
+        let output = self
+            .client(None)
+            .init(shares, threshold, threshold == 1)
+            .await
+            .unwrap_or_else(|err| panic!("init failed: {err}"));
+        Initialized {
+            shares: output.shares,
+            root_token: output.root_token,
+            root_accessor: output.root_token_accessor,
+        }
+    }
+
+    /// Submits `shares` one by one and returns the last status.
+    pub async fn unseal(&self, shares: &[SecretString]) -> Status {
+        let client = self.client(None);
+        let mut status = None;
+        for (i, share) in shares.iter().enumerate() {
+            let next = client
+                .unseal(share)
+                .await
+                .unwrap_or_else(|err| panic!("unseal with share {} failed: {err}", i + 1));
+            status = Some(next);
+        }
+        status.expect("at least one share")
+    }
+
+    /// Initializes the daemon with 5 shares and threshold 3, unseals it with the first three,
+    /// and returns the init output.
+    pub async fn init_unsealed(&self) -> Initialized {
+        let init = self.init(5, 3).await;
+        let status = self.unseal(&init.shares[..3]).await;
+        assert!(!status.sealed, "three shares did not unseal the daemon");
+        init
+    }
+}
+
+/// What `init` returned, kept for the rest of a test.
+pub struct Initialized {
+    /// The unseal shares, in the order init returned them.
+    pub shares: Vec<SecretString>,
+    /// The root token.
+    pub root_token: SecretString,
+    /// The root token's accessor.
+    pub root_accessor: String,
+}
+
+impl std::fmt::Debug for Initialized {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Initialized")
+            .field("shares", &self.shares.len())
+            .field("root_accessor", &self.root_accessor)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Asserts that an SDK call failed with this HTTP status and error code, and returns the error.
+/// The panic message shows the error, which never carries a secret.
+#[track_caller]
+pub fn assert_api_error<T>(
+    result: client_sdk::Result<T>,
+    status: u16,
+    code: &str,
+) -> client_sdk::Error {
+    let Err(err) = result else {
+        panic!("expected HTTP {status} with code {code}, but the request succeeded");
+    };
+    assert_eq!(
+        (err.status(), err.code()),
+        (Some(status), Some(code)),
+        "unexpected error: {err}"
+    );
+    err
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Standard base64 with padding of `bytes`, as the API writes byte strings.
+pub fn base64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Random bytes for canaries, drawn from the kernel so that every run uses new values.
+pub fn random_bytes(len: usize) -> Vec<u8> {
+    use std::io::Read as _;
+    let mut bytes = vec![0u8; len];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .expect("read /dev/urandom");
+    bytes
 }
 
 impl Drop for Daemon {
@@ -159,12 +308,19 @@ impl Drop for Daemon {
 fn unique_suffix() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    format!("{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A fresh temporary folder for a daemon's data.
 pub fn data_dir() -> TempDir {
-    tempfile::Builder::new().prefix("kms-e2e-").tempdir().expect("temp dir")
+    tempfile::Builder::new()
+        .prefix("kms-e2e-")
+        .tempdir()
+        .expect("temp dir")
 }
 
 /// Runs a command with `stdin` as input and returns its output.

@@ -7,7 +7,9 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 
-use super::{AppState, MAX_PLAINTEXT_BYTES, check_context, check_key_name, decode_base64, note};
+use super::{
+    AppState, Json, MAX_PLAINTEXT_BYTES, check_context, check_key_name, decode_base64, note,
+};
 use crate::auth::{Caller, Operation};
 use crate::error::Error;
 use crate::keyring::NamedKey;
@@ -19,10 +21,20 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::post().to(generate_data_key)),
     )
     .service(
-        web::resource("/keys/{name}/encrypt").name("encrypt").route(web::post().to(encrypt)),
+        web::resource("/keys/{name}/encrypt")
+            .name("encrypt")
+            .route(web::post().to(encrypt)),
     )
-    .service(web::resource("/decrypt").name("decrypt").route(web::post().to(decrypt)))
-    .service(web::resource("/rewrap").name("rewrap").route(web::post().to(rewrap)));
+    .service(
+        web::resource("/decrypt")
+            .name("decrypt")
+            .route(web::post().to(decrypt)),
+    )
+    .service(
+        web::resource("/rewrap")
+            .name("rewrap")
+            .route(web::post().to(rewrap)),
+    );
 }
 
 fn default_bytes() -> u16 {
@@ -60,7 +72,11 @@ fn key_for(
     Ok(key)
 }
 
-fn sealed_view(key: &NamedKey, version: u32, blob: &[u8]) -> serde_json::Map<String, serde_json::Value> {
+fn sealed_view(
+    key: &NamedKey,
+    version: u32,
+    blob: &[u8],
+) -> serde_json::Map<String, serde_json::Value> {
     let mut view = serde_json::Map::new();
     view.insert("key_name".into(), key.name.clone().into());
     view.insert("key_id".into(), key.id.to_string().into());
@@ -74,19 +90,22 @@ async fn generate_data_key(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
-    body: web::Json<DataKeyRequest>,
+    body: Json<DataKeyRequest>,
 ) -> Result<HttpResponse, Error> {
     let body = body.into_inner();
     let key = key_for(&req, &state, &caller, &path, Operation::Generate)?;
     if !matches!(body.bytes, 16 | 24 | 32) {
-        return Err(Error::InvalidRequest(format!("bytes: {} is not 16, 24 or 32", body.bytes)));
+        return Err(Error::InvalidRequest(format!(
+            "bytes: {} is not 16, 24 or 32",
+            body.bytes
+        )));
     }
     check_context(&req, &body.context)?;
-    let (version, data_key, blob) = key.generate_data_key(usize::from(body.bytes), &body.context)?;
-    note(&req, |f| f.key_version = Some(version));
-    let mut view = sealed_view(&key, version, &blob);
+    let generated = key.generate_data_key(usize::from(body.bytes), &body.context)?;
+    note(&req, |f| f.key_version = Some(generated.version));
+    let mut view = sealed_view(&key, generated.version, &generated.blob);
     if body.include_plaintext {
-        let encoded = zeroize::Zeroizing::new(STANDARD.encode(data_key.as_slice()));
+        let encoded = zeroize::Zeroizing::new(STANDARD.encode(generated.plaintext.as_slice()));
         view.insert("plaintext".into(), encoded.as_str().into());
     }
     Ok(HttpResponse::Ok().json(view))
@@ -105,7 +124,7 @@ async fn encrypt(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
-    body: web::Json<EncryptRequest>,
+    body: Json<EncryptRequest>,
 ) -> Result<HttpResponse, Error> {
     let body = body.into_inner();
     let key = key_for(&req, &state, &caller, &path, Operation::Encrypt)?;
@@ -131,6 +150,13 @@ struct BlobRequest {
     context: BTreeMap<String, String>,
 }
 
+/// A blob opened by [`open_blob`].
+struct Opened {
+    key: std::sync::Arc<NamedKey>,
+    version: u32,
+    plaintext: zeroize::Zeroizing<Vec<u8>>,
+}
+
 /// Decodes a blob, finds its key, checks `operation` and opens it.
 fn open_blob(
     req: &HttpRequest,
@@ -138,7 +164,7 @@ fn open_blob(
     caller: &Caller,
     body: &BlobRequest,
     operation: Operation,
-) -> Result<(std::sync::Arc<NamedKey>, u32, zeroize::Zeroizing<Vec<u8>>), Error> {
+) -> Result<Opened, Error> {
     check_context(req, &body.context)?;
     let blob = decode_base64("ciphertext", &body.ciphertext)?;
     let (key, header, ciphertext) = state.core.resolve_blob(&blob)?;
@@ -148,16 +174,24 @@ fn open_blob(
     });
     caller.authorize(operation, &key.name)?;
     let plaintext = key.open(&header, ciphertext, &body.context)?;
-    Ok((key, header.key_version, plaintext))
+    Ok(Opened {
+        key,
+        version: header.key_version,
+        plaintext,
+    })
 }
 
 async fn decrypt(
     req: HttpRequest,
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<BlobRequest>,
+    body: Json<BlobRequest>,
 ) -> Result<HttpResponse, Error> {
-    let (key, version, plaintext) = open_blob(&req, &state, &caller, &body, Operation::Decrypt)?;
+    let Opened {
+        key,
+        version,
+        plaintext,
+    } = open_blob(&req, &state, &caller, &body, Operation::Decrypt)?;
     let encoded = zeroize::Zeroizing::new(STANDARD.encode(plaintext.as_slice()));
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "key_name": key.name,
@@ -171,9 +205,9 @@ async fn rewrap(
     req: HttpRequest,
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<BlobRequest>,
+    body: Json<BlobRequest>,
 ) -> Result<HttpResponse, Error> {
-    let (key, _, plaintext) = open_blob(&req, &state, &caller, &body, Operation::Rewrap)?;
+    let Opened { key, plaintext, .. } = open_blob(&req, &state, &caller, &body, Operation::Rewrap)?;
     let (version, blob) = key.seal(&plaintext, &body.context)?;
     note(&req, |f| f.key_version = Some(version));
     Ok(HttpResponse::Ok().json(sealed_view(&key, version, &blob)))

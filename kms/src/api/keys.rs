@@ -3,7 +3,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
-use super::{AppState, blocking, check_key_name, note};
+use super::{AppState, Json, blocking, check_key_name, note};
 use crate::auth::{Caller, Operation};
 use crate::core::rfc3339;
 use crate::error::Error;
@@ -16,12 +16,26 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::post().to(create))
             .route(web::get().to(list)),
     )
-    .service(web::resource("/keys/{name}").name("key.show").route(web::get().to(show)))
-    .service(web::resource("/keys/{name}/rotate").name("key.rotate").route(web::post().to(rotate)))
     .service(
-        web::resource("/keys/{name}/disable").name("key.disable").route(web::post().to(disable)),
+        web::resource("/keys/{name}")
+            .name("key.show")
+            .route(web::get().to(show)),
     )
-    .service(web::resource("/keys/{name}/enable").name("key.enable").route(web::post().to(enable)));
+    .service(
+        web::resource("/keys/{name}/rotate")
+            .name("key.rotate")
+            .route(web::post().to(rotate)),
+    )
+    .service(
+        web::resource("/keys/{name}/disable")
+            .name("key.disable")
+            .route(web::post().to(disable)),
+    )
+    .service(
+        web::resource("/keys/{name}/enable")
+            .name("key.enable")
+            .route(web::post().to(enable)),
+    );
 }
 
 /// The key object of the API.
@@ -73,7 +87,7 @@ async fn create(
     req: HttpRequest,
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<CreateRequest>,
+    body: Json<CreateRequest>,
 ) -> Result<HttpResponse, Error> {
     let name = body.into_inner().name;
     check_key_name(&name)?;

@@ -19,6 +19,7 @@ use actix_web::middleware::{Next, from_fn};
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, web};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
 use crate::audit::{AuditLog, AuditRecord};
@@ -62,37 +63,147 @@ pub fn note(req: &HttpRequest, update: impl FnOnce(&mut AuditFields)) {
 
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    let json = web::JsonConfig::default().limit(MAX_BODY_BYTES).error_handler(|err, _req| {
-        let error = match &err {
-            actix_web::error::JsonPayloadError::Overflow { .. }
-            | actix_web::error::JsonPayloadError::OverflowKnownLength { .. } => {
-                Error::PayloadTooLarge(MAX_BODY_BYTES)
-            }
-            actix_web::error::JsonPayloadError::ContentType => Error::InvalidRequest(
-                "the body must be JSON with the header Content-Type: application/json".to_owned(),
-            ),
-            actix_web::error::JsonPayloadError::Deserialize(inner) => {
-                Error::InvalidRequest(format!("malformed JSON body: {inner}"))
-            }
-            _ => Error::InvalidRequest("the request body could not be read".to_owned()),
-        };
-        error.into()
-    });
     let path = web::PathConfig::default()
         .error_handler(|err, _req| Error::InvalidRequest(format!("invalid path: {err}")).into());
-    cfg.app_data(json).app_data(path).service(
-        web::scope("/v1")
-            .wrap(from_fn(request_context))
-            .configure(sys::routes)
-            .configure(keys::routes)
-            .configure(crypto::routes)
-            .configure(tokens::routes)
-            .default_service(web::to(not_found)),
-    );
+    // The middleware wraps an outer scope, so that requests outside `/v1` get a request id,
+    // an error body and an audit record like every other request.
+    cfg.app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
+        .app_data(path)
+        .service(
+            web::scope("")
+                .wrap(from_fn(request_context))
+                .service(
+                    web::scope("/v1")
+                        .configure(sys::routes)
+                        .configure(keys::routes)
+                        .configure(crypto::routes)
+                        .configure(tokens::routes)
+                        .default_service(web::to(not_found)),
+                )
+                .default_service(web::to(not_found)),
+        );
 }
 
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, Error> {
     Err(Error::NotFound(truncate(req.path(), 256)))
+}
+
+/// A JSON object request body.
+///
+/// It replaces actix-web's `Json` extractor for two reasons: a struct must come from an
+/// object, never from an array read by position, and a rejected body gets a message that
+/// names the field and states what it expects without repeating the value sent, which may be
+/// a secret or a context value.
+#[derive(Debug)]
+pub struct Json<T>(pub T);
+
+impl<T> Json<T> {
+    /// Returns the parsed body.
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> std::ops::Deref for Json<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
+    type Error = Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Json<T>, Error>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(';').next())
+            .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+        let bytes = web::Bytes::from_request(req, payload);
+        Box::pin(async move {
+            if !is_json {
+                return Err(Error::InvalidRequest(
+                    "the body must be JSON with the header Content-Type: application/json"
+                        .to_owned(),
+                ));
+            }
+            let bytes = bytes.await.map_err(|err| {
+                if err.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
+                    Error::PayloadTooLarge(MAX_BODY_BYTES)
+                } else {
+                    Error::InvalidRequest("the request body could not be read".to_owned())
+                }
+            })?;
+            parse_body(&bytes).map(Json)
+        })
+    }
+}
+
+/// Parses a JSON object into `T`, with an error message that names the field.
+pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(Error::InvalidRequest(
+            "the body must be a JSON object".to_owned(),
+        ));
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer)
+        .map_err(|err| Error::InvalidRequest(describe_body_error(&err)))?;
+    deserializer.end().map_err(|err| {
+        Error::InvalidRequest(format!(
+            "malformed JSON body: {}",
+            without_values(&err.to_string())
+        ))
+    })?;
+    Ok(value)
+}
+
+/// Describes a body error by field path and expectation. serde_json's own messages quote the
+/// value they rejected, so only the expectation is kept from them.
+fn describe_body_error(err: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    let inner = err.inner();
+    let message = without_values(&inner.to_string());
+    match inner.classify() {
+        serde_json::error::Category::Data => {
+            let path = err.path().to_string();
+            if path == "." {
+                format!("invalid request body: {message}")
+            } else {
+                format!("field `{path}` is invalid: {message}")
+            }
+        }
+        _ => format!("malformed JSON body: {message}"),
+    }
+}
+
+/// Removes the quoted value from a serde message: `invalid type: string "x", expected u16`
+/// becomes `expected u16`; integer types are spelled out with their range.
+fn without_values(message: &str) -> String {
+    let message = match message.rfind(" at line ") {
+        Some(at) => &message[..at],
+        None => message,
+    };
+    let rejected_value = ["invalid type:", "invalid value:", "invalid length"]
+        .iter()
+        .any(|prefix| message.starts_with(prefix));
+    if !rejected_value {
+        return message.to_owned();
+    }
+    let expected = message
+        .rfind(", expected ")
+        .map_or("another value", |at| &message[at + 11..]);
+    let expected = match expected {
+        "u8" => "an integer from 0 to 255",
+        "u16" => "an integer from 0 to 65535",
+        "u32" => "an integer from 0 to 4294967295",
+        "u64" => "an integer from 0 to 18446744073709551615",
+        other => other,
+    };
+    format!("expected {expected}")
 }
 
 /// A random 128-bit request id in hex.
@@ -123,7 +234,9 @@ async fn request_context(
     let method = req.method().to_string();
     let path = truncate(req.path(), 256);
     let span = tracing::info_span!("request", %request_id, %method, %path);
-    finish_request(req, next, request_id, method, path).instrument(span).await
+    finish_request(req, next, request_id, method, path)
+        .instrument(span)
+        .await
 }
 
 async fn finish_request(
@@ -134,22 +247,55 @@ async fn finish_request(
     path: String,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let remote_addr = req.peer_addr().map(|a| a.ip().to_string());
-    let audit = req.app_data::<web::Data<AppState>>().map(|s| s.audit.clone());
+    let audit = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| s.audit.clone());
+    if let Some(Err(error)) = audit.as_ref().map(AuditLog::admit) {
+        // Refused before it runs, so the request has no effect.
+        let operation = route_operation(req.resource_map().match_name(req.path()), req.method());
+        let record = AuditRecord {
+            time: core::rfc3339(core::now()),
+            request_id: request_id.clone(),
+            operation,
+            method,
+            path,
+            outcome: "audit_unavailable".to_owned(),
+            status: StatusCode::SERVICE_UNAVAILABLE.as_u16(),
+            remote_addr,
+            ..AuditRecord::default()
+        };
+        if let Some(log) = &audit {
+            log.record_refusal(&record);
+        }
+        tracing::warn!(%error, "request refused because the audit log is unavailable");
+        let mut response = error_body(
+            &error.to_string(),
+            "audit_unavailable",
+            StatusCode::SERVICE_UNAVAILABLE,
+            &request_id,
+        );
+        insert_request_id(&mut response, &request_id);
+        return Ok(req.into_response(response));
+    }
     req.extensions_mut().insert(AuditFields::default());
 
     let response = next.call(req).await?;
     let status = response.status();
-    let fields = response.request().extensions().get::<AuditFields>().cloned().unwrap_or_default();
-    let operation = fields
-        .operation
-        .or_else(|| response.request().match_name())
-        .unwrap_or("unknown")
-        .to_owned();
+    let fields = response
+        .request()
+        .extensions()
+        .get::<AuditFields>()
+        .cloned()
+        .unwrap_or_default();
+    let operation = match fields.operation {
+        Some(operation) => operation.to_owned(),
+        None => route_operation(response.request().match_name(), response.request().method()),
+    };
     let info = error_info(&response);
-    if let Some(cause) = response.response().extensions().get::<InternalCause>() {
-        if status.is_server_error() {
-            tracing::error!(cause = %cause.0, %operation, "request failed");
-        }
+    if let Some(cause) = response.response().extensions().get::<InternalCause>()
+        && status.is_server_error()
+    {
+        tracing::error!(cause = %cause.0, %operation, "request failed");
     }
     if status.is_client_error() {
         tracing::debug!(code = info.as_ref().map_or("", |i| i.code), %operation, "request rejected");
@@ -176,16 +322,41 @@ async fn finish_request(
     let (request, response) = response.into_parts();
     let mut response = match (audited, info) {
         (Err(error), _) => {
-            tracing::error!(%error, "request refused because its audit record was not written");
-            error_body(&error.to_string(), "audit_unavailable", StatusCode::SERVICE_UNAVAILABLE, &request_id)
+            tracing::error!(%error, "request ran but its audit record was not confirmed");
+            let message = format!(
+                "the request was carried out, but its audit record was not confirmed ({error}); \
+                 check the audit device before retrying"
+            );
+            error_body(
+                &message,
+                "audit_unavailable",
+                StatusCode::SERVICE_UNAVAILABLE,
+                &request_id,
+            )
         }
         (Ok(()), Some(info)) => error_body(&info.message, info.code, status, &request_id),
         (Ok(()), None) => response.map_into_boxed_body(),
     };
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(header::HeaderName::from_static("x-request-id"), value);
-    }
+    insert_request_id(&mut response, &request_id);
     Ok(ServiceResponse::new(request, response))
+}
+
+fn insert_request_id(response: &mut HttpResponse<BoxBody>, request_id: &str) {
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        response
+            .headers_mut()
+            .insert(header::HeaderName::from_static("x-request-id"), value);
+    }
+}
+
+/// The operation a route performs, from its name and, where one resource serves two
+/// operations, its method.
+fn route_operation(name: Option<&str>, method: &actix_web::http::Method) -> String {
+    match (name, method) {
+        (Some("key.create"), &actix_web::http::Method::GET) => "key.list".to_owned(),
+        (Some(name), _) => name.to_owned(),
+        (None, _) => "unknown".to_owned(),
+    }
 }
 
 /// The error code and message of a response: ours, or one derived from the status of errors
@@ -199,18 +370,30 @@ fn error_info<B>(response: &ServiceResponse<B>) -> Option<ErrorInfo> {
         return None;
     }
     let (code, message) = match status {
-        StatusCode::METHOD_NOT_ALLOWED => {
-            ("method_not_allowed", "method not allowed for this endpoint: see docs/api.md")
-        }
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "method not allowed for this endpoint: see docs/api.md",
+        ),
         StatusCode::NOT_FOUND => ("not_found", "no such endpoint: see docs/api.md"),
         StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "request body is too large"),
         s if s.is_client_error() => ("invalid_request", "the request could not be processed"),
-        _ => ("internal", "internal error: the server log has the cause under this request id"),
+        _ => (
+            "internal",
+            "internal error: the server log has the cause under this request id",
+        ),
     };
-    Some(ErrorInfo { code, message: message.to_owned() })
+    Some(ErrorInfo {
+        code,
+        message: message.to_owned(),
+    })
 }
 
-fn error_body(message: &str, code: &str, status: StatusCode, request_id: &str) -> HttpResponse<BoxBody> {
+fn error_body(
+    message: &str,
+    code: &str,
+    status: StatusCode,
+    request_id: &str,
+) -> HttpResponse<BoxBody> {
     let body = serde_json::json!({
         "error": { "code": code, "message": message, "request_id": request_id }
     });
@@ -250,14 +433,18 @@ fn bearer_token(req: &HttpRequest) -> Result<&str, Error> {
     let value = req
         .headers()
         .get(header::AUTHORIZATION)
-        .ok_or(Error::Unauthenticated("missing token: send Authorization: Bearer <token>"))?;
+        .ok_or(Error::Unauthenticated(
+            "missing token: send Authorization: Bearer <token>",
+        ))?;
     let text = value
         .to_str()
         .map_err(|_| Error::Unauthenticated("the Authorization header is not ASCII"))?;
     text.strip_prefix("Bearer ")
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .ok_or(Error::Unauthenticated("the Authorization header must be `Bearer <token>`"))
+        .ok_or(Error::Unauthenticated(
+            "the Authorization header must be `Bearer <token>`",
+        ))
 }
 
 /// Runs blocking store work on the blocking pool.
@@ -268,7 +455,9 @@ where
 {
     // Carry the request span over, so logs from the store work keep the request id.
     let span = tracing::Span::current();
-    web::block(move || span.in_scope(work)).await.map_err(|_| Error::Cancelled)?
+    web::block(move || span.in_scope(work))
+        .await
+        .map_err(|_| Error::Cancelled)?
 }
 
 /// Returns whether `name` is a valid key name.
@@ -328,7 +517,6 @@ pub fn check_context(req: &HttpRequest, context: &BTreeMap<String, String>) -> R
     note(req, |f| f.context_keys = context.keys().cloned().collect());
     Ok(())
 }
-
 
 #[cfg(test)]
 mod tests {

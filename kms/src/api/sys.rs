@@ -4,20 +4,36 @@ use actix_web::{HttpResponse, web};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 
-use super::{AppState, blocking};
+use super::{AppState, Json, blocking};
 use crate::auth::Caller;
 use crate::error::Error;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/sys/status").name("sys.status").route(web::get().to(status)))
-        .service(web::resource("/sys/init").name("sys.init").route(web::post().to(init)))
-        .service(web::resource("/sys/unseal").name("sys.unseal").route(web::post().to(unseal)))
-        .service(web::resource("/sys/seal").name("sys.seal").route(web::post().to(seal)))
-        .service(
-            web::resource("/sys/generate-root")
-                .name("sys.generate_root")
-                .route(web::post().to(generate_root)),
-        );
+    cfg.service(
+        web::resource("/sys/status")
+            .name("sys.status")
+            .route(web::get().to(status)),
+    )
+    .service(
+        web::resource("/sys/init")
+            .name("sys.init")
+            .route(web::post().to(init)),
+    )
+    .service(
+        web::resource("/sys/unseal")
+            .name("sys.unseal")
+            .route(web::post().to(unseal)),
+    )
+    .service(
+        web::resource("/sys/seal")
+            .name("sys.seal")
+            .route(web::post().to(seal)),
+    )
+    .service(
+        web::resource("/sys/generate-root")
+            .name("sys.generate_root")
+            .route(web::post().to(generate_root)),
+    );
 }
 
 async fn status(state: web::Data<AppState>) -> HttpResponse {
@@ -33,20 +49,25 @@ struct InitRequest {
     allow_single_share: bool,
 }
 
-async fn init(
-    state: web::Data<AppState>,
-    body: web::Json<InitRequest>,
-) -> Result<HttpResponse, Error> {
-    let InitRequest { shares, threshold, allow_single_share } = body.into_inner();
+async fn init(state: web::Data<AppState>, body: Json<InitRequest>) -> Result<HttpResponse, Error> {
+    let InitRequest {
+        shares,
+        threshold,
+        allow_single_share,
+    } = body.into_inner();
     let shares = u8::try_from(shares)
         .ok()
         .filter(|n| *n >= 1)
-        .ok_or_else(|| Error::InvalidRequest(format!("shares: {shares} is not between 1 and 255")))?;
+        .ok_or_else(|| {
+            Error::InvalidRequest(format!("shares: {shares} is not between 1 and 255"))
+        })?;
     let threshold = u8::try_from(threshold)
         .ok()
         .filter(|t| (1..=shares).contains(t))
         .ok_or_else(|| {
-            Error::InvalidRequest(format!("threshold: {threshold} is not between 1 and shares ({shares})"))
+            Error::InvalidRequest(format!(
+                "threshold: {threshold} is not between 1 and shares ({shares})"
+            ))
         })?;
     if threshold == 1 && !allow_single_share {
         return Err(Error::InvalidRequest(
@@ -78,7 +99,7 @@ struct UnsealRequest {
 
 async fn unseal(
     state: web::Data<AppState>,
-    body: web::Json<UnsealRequest>,
+    body: Json<UnsealRequest>,
 ) -> Result<HttpResponse, Error> {
     let UnsealRequest { share, reset } = body.into_inner();
     let status = match (share, reset) {
@@ -113,7 +134,7 @@ struct GenerateRootRequest {
 
 async fn generate_root(
     state: web::Data<AppState>,
-    body: web::Json<GenerateRootRequest>,
+    body: Json<GenerateRootRequest>,
 ) -> Result<HttpResponse, Error> {
     let shares = body.into_inner().shares;
     if shares.is_empty() || shares.len() > 255 {

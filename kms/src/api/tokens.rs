@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, web};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
-use super::{AppState, blocking};
+use super::{AppState, Json, blocking};
 use crate::auth::{self, Caller, PolicyRule};
 use crate::core::{now, rfc3339};
 use crate::error::Error;
@@ -14,14 +14,26 @@ use crate::store::models::TokenRow;
 const MAX_TTL_SECONDS: u64 = 365 * 24 * 3600;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/tokens").name("token.create").route(web::post().to(create)))
-        .service(web::resource("/tokens/self").name("token.lookup_self").route(web::get().to(lookup_self)))
-        .service(web::resource("/tokens/{accessor}").name("token.lookup").route(web::get().to(lookup)))
-        .service(
-            web::resource("/tokens/{accessor}/revoke")
-                .name("token.revoke")
-                .route(web::post().to(revoke)),
-        );
+    cfg.service(
+        web::resource("/tokens")
+            .name("token.create")
+            .route(web::post().to(create)),
+    )
+    .service(
+        web::resource("/tokens/self")
+            .name("token.lookup_self")
+            .route(web::get().to(lookup_self)),
+    )
+    .service(
+        web::resource("/tokens/{accessor}")
+            .name("token.lookup")
+            .route(web::get().to(lookup)),
+    )
+    .service(
+        web::resource("/tokens/{accessor}/revoke")
+            .name("token.revoke")
+            .route(web::post().to(revoke)),
+    );
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,10 +74,14 @@ impl From<&TokenRow> for TokenView {
 async fn create(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<CreateRequest>,
+    body: Json<CreateRequest>,
 ) -> Result<HttpResponse, Error> {
     caller.require_root("create tokens")?;
-    let CreateRequest { policy, ttl_seconds, display_name } = body.into_inner();
+    let CreateRequest {
+        policy,
+        ttl_seconds,
+        display_name,
+    } = body.into_inner();
     auth::validate_policy(&policy)?;
     if !(1..=MAX_TTL_SECONDS).contains(&ttl_seconds) {
         return Err(Error::InvalidRequest(format!(
@@ -73,7 +89,9 @@ async fn create(
         )));
     }
     if display_name.as_ref().is_some_and(|n| n.len() > 128) {
-        return Err(Error::InvalidRequest("display_name: longer than 128 bytes".to_owned()));
+        return Err(Error::InvalidRequest(
+            "display_name: longer than 128 bytes".to_owned(),
+        ));
     }
     let token = auth::mint_token()?;
     let created_at = now();

@@ -110,9 +110,15 @@ impl Store {
             if existing > 0 {
                 return Err(Error::AlreadyInitialized);
             }
-            diesel::insert_into(seal_config::table).values(config).execute(conn)?;
-            diesel::insert_into(keyring::table).values(keyring_row).execute(conn)?;
-            diesel::insert_into(tokens::table).values(root_token).execute(conn)?;
+            diesel::insert_into(seal_config::table)
+                .values(config)
+                .execute(conn)?;
+            diesel::insert_into(keyring::table)
+                .values(keyring_row)
+                .execute(conn)?;
+            diesel::insert_into(tokens::table)
+                .values(root_token)
+                .execute(conn)?;
             Ok(())
         })
     }
@@ -152,7 +158,9 @@ impl Store {
         let mut conn = self.conn()?;
         let result = conn.immediate_transaction(|conn| {
             diesel::insert_into(keys::table).values(key).execute(conn)?;
-            diesel::insert_into(key_versions::table).values(first).execute(conn)?;
+            diesel::insert_into(key_versions::table)
+                .values(first)
+                .execute(conn)?;
             Ok::<_, DieselError>(())
         });
         match result {
@@ -167,11 +175,13 @@ impl Store {
     /// version number makes this fail with [`Error::Conflict`].
     pub fn add_key_version(&self, version: &KeyVersionRow) -> Result<(), Error> {
         let mut conn = self.conn()?;
-        let result = diesel::insert_into(key_versions::table).values(version).execute(&mut conn);
+        let result = diesel::insert_into(key_versions::table)
+            .values(version)
+            .execute(&mut conn);
         match result {
-            Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {
-                Err(Error::Conflict("another rotation of this key finished first"))
-            }
+            Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => Err(
+                Error::Conflict("another rotation of this key finished first"),
+            ),
             other => {
                 other?;
                 Ok(())
@@ -191,7 +201,9 @@ impl Store {
     /// Inserts a token row.
     pub fn insert_token(&self, token: &TokenRow) -> Result<(), Error> {
         let mut conn = self.conn()?;
-        diesel::insert_into(tokens::table).values(token).execute(&mut conn)?;
+        diesel::insert_into(tokens::table)
+            .values(token)
+            .execute(&mut conn)?;
         Ok(())
     }
 
@@ -219,9 +231,13 @@ impl Store {
     pub fn revoke_token(&self, accessor: &str, now: i64) -> Result<Option<TokenRow>, Error> {
         let mut conn = self.conn()?;
         conn.immediate_transaction(|conn| {
-            diesel::update(tokens::table.find(accessor).filter(tokens::revoked_at.is_null()))
-                .set(tokens::revoked_at.eq(now))
-                .execute(conn)?;
+            diesel::update(
+                tokens::table
+                    .find(accessor)
+                    .filter(tokens::revoked_at.is_null()),
+            )
+            .set(tokens::revoked_at.eq(now))
+            .execute(conn)?;
             Ok(tokens::table
                 .find(accessor)
                 .select(TokenRow::as_select())

@@ -77,7 +77,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         builder = builder.ca_cert(ca.clone());
     }
     let client = Arc::new(builder.build()?);
-    let sample = client.generate_data_key(&args.key, DataKeySize::Bytes32, &context(), false).await?;
+    let sample = client
+        .generate_data_key(&args.key, DataKeySize::Bytes32, &context(), false)
+        .await?;
     let blob = Arc::new(sample.ciphertext);
 
     let measuring = Arc::new(AtomicBool::new(false));
@@ -86,9 +88,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut tasks = Vec::new();
     for _ in 0..args.concurrency {
         let (client, args, blob) = (Arc::clone(&client), Arc::clone(&args), Arc::clone(&blob));
-        let (measuring, stop, errors) = (Arc::clone(&measuring), Arc::clone(&stop), Arc::clone(&errors));
+        let (measuring, stop, errors) = (
+            Arc::clone(&measuring),
+            Arc::clone(&stop),
+            Arc::clone(&errors),
+        );
         tasks.push(tokio::spawn(async move {
-            let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+            let mut histogram =
+                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
             while !stop.load(Ordering::Relaxed) {
                 let start = Instant::now();
                 let ok = one_request(&client, &args, &blob).await;

@@ -118,7 +118,10 @@ pub fn read_shares(count: usize) -> Result<Vec<SecretString>, CliError> {
         for n in 1..=count {
             let prompt = format!("Share {n} of {count}: ");
             let line = Zeroizing::new(rpassword::prompt_password(prompt).map_err(|source| {
-                CliError::ReadInput { input: "the terminal".into(), source }
+                CliError::ReadInput {
+                    input: "the terminal".into(),
+                    source,
+                }
             })?);
             shares.push(SecretString::from(line.trim()));
         }
