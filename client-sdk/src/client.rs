@@ -172,6 +172,17 @@ impl Request {
         }
     }
 
+    /// Creates a `DELETE` of an endpoint that needs a token. It is sent once.
+    pub(crate) fn delete(path: String) -> Self {
+        Request {
+            method: Method::DELETE,
+            path,
+            authenticated: true,
+            idempotent: false,
+            body: None,
+        }
+    }
+
     /// Marks an endpoint that works without a token.
     pub(crate) fn unauthenticated(mut self) -> Self {
         self.authenticated = false;

@@ -43,6 +43,7 @@ pub use error::{Error, Result};
 pub use retry::RetryPolicy;
 pub use secrecy;
 pub use types::{
-    Ciphertext, Context, DataKey, DataKeySize, GeneratedRoot, InitOutput, Key, KeyState, KeyVersion, NewToken,
-    Operation, Plaintext, PolicyRule, Status, TokenInfo, UnknownOperation,
+    Ciphertext, Context, DataKey, DataKeySize, GeneratedRoot, InitOutput, Key, KeyState,
+    KeyVersion, NewToken, Operation, Plaintext, PolicyRule, RootKeyRotation, Status, TokenInfo,
+    UnknownOperation,
 };

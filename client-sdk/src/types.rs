@@ -49,6 +49,16 @@ pub struct InitOutput {
     pub root_token_accessor: String,
 }
 
+/// The PKCS#11 key objects before and after `rotate_root_key`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
+pub struct RootKeyRotation {
+    /// Label of the key object that wraps the keyring from now on.
+    pub key_label: String,
+    /// Label of the key object that wrapped it before; it stays in the token until removed.
+    pub previous_key_label: String,
+}
+
 /// A root token minted from the threshold number of shares by `generate_root`.
 #[derive(Debug, Deserialize)]
 #[non_exhaustive]

@@ -7,10 +7,14 @@
 //! - [`ShamirRoot`] keeps a 256-bit [`RootKey`] in memory. The key is split into shares with
 //!   [`share::split`] when the service is initialised and rebuilt from a threshold of shares
 //!   with [`share::UnsealProgress`] when it is unsealed. It wraps with AES-256-GCM.
+//! - [`Pkcs11Root`] keeps the root key as an AES-256 key object inside a PKCS#11 token, which
+//!   it never leaves. The token wraps with CKM_AES_GCM, or with CKM_AES_KEY_WRAP_PAD when it
+//!   lacks GCM. See [`pkcs11`].
 //!
-//! The crate performs no I/O beyond reading random bytes from the operating system, and knows
-//! nothing of HTTP or SQL. Secrets live in types that zeroize on drop and print as redacted in
-//! `Debug`; no error message contains key material or share text.
+//! Apart from the PKCS#11 module that [`Pkcs11Root`] loads, the crate performs no I/O beyond
+//! reading random bytes from the operating system, and contains no HTTP or SQL code. Secrets
+//! live in types that zeroize on drop and print as redacted in `Debug`, and no error message
+//! contains key material, share text or a PIN.
 //!
 //! ```
 //! use hsm::share::{self, ShareSetId, UnsealProgress};
@@ -47,6 +51,7 @@
 )]
 
 mod error;
+pub mod pkcs11;
 mod random;
 mod secret;
 mod shamir_root;
@@ -57,7 +62,10 @@ use std::str::FromStr;
 
 use zeroize::Zeroizing;
 
+/// The PKCS#11 wrapper whose types appear in [`Error`] sources and [`pkcs11::shared_context`].
+pub use cryptoki;
 pub use error::Error;
+pub use pkcs11::{Pkcs11Config, Pkcs11Root, TokenSelector, TokenSummary};
 pub use secret::RootKey;
 pub use shamir_root::ShamirRoot;
 pub use share::{Share, ShareError, ShareSetId, UnsealProgress, split};
@@ -70,6 +78,12 @@ pub use share::{Share, ShareError, ShareSetId, UnsealProgress, split};
 pub enum Mechanism {
     /// AES-256-GCM computed in process: `nonce (12 bytes) || ciphertext || tag (16 bytes)`.
     Aes256Gcm,
+    /// CKM_AES_GCM computed inside a PKCS#11 token, laid out like [`Mechanism::Aes256Gcm`].
+    Pkcs11AesGcm,
+    /// CKM_AES_KEY_WRAP_PAD (RFC 5649) computed inside a PKCS#11 token. The wrapped payload is
+    /// `SHA-256(aad) || length of the key material (4 bytes, big-endian) || key material`,
+    /// because the mechanism has no associated data input.
+    Pkcs11AesKeyWrapPad,
 }
 
 impl Mechanism {
@@ -77,6 +91,8 @@ impl Mechanism {
     pub fn as_str(self) -> &'static str {
         match self {
             Mechanism::Aes256Gcm => "aes-256-gcm",
+            Mechanism::Pkcs11AesGcm => "pkcs11-aes-gcm",
+            Mechanism::Pkcs11AesKeyWrapPad => "pkcs11-aes-key-wrap-pad",
         }
     }
 }
@@ -93,6 +109,8 @@ impl FromStr for Mechanism {
     fn from_str(name: &str) -> Result<Self, Self::Err> {
         match name {
             "aes-256-gcm" => Ok(Mechanism::Aes256Gcm),
+            "pkcs11-aes-gcm" => Ok(Mechanism::Pkcs11AesGcm),
+            "pkcs11-aes-key-wrap-pad" => Ok(Mechanism::Pkcs11AesKeyWrapPad),
             _ => Err(Error::UnknownMechanism {
                 name: name.to_owned(),
             }),
@@ -100,14 +118,17 @@ impl FromStr for Mechanism {
     }
 }
 
-/// Key material wrapped by a root of trust, with the mechanism needed to unwrap it.
+/// Key material wrapped by a root of trust, with the mechanism and key needed to unwrap it.
 ///
-/// The bytes are ciphertext, but `Debug` still prints only the mechanism and the length, so
-/// that logs never carry wrapped keys.
+/// The bytes are ciphertext, but `Debug` still prints only the mechanism, the key label and
+/// the length, so that logs never carry wrapped keys.
 #[derive(Clone, PartialEq, Eq)]
 pub struct WrappedKey {
     /// Algorithm that produced `bytes`.
     pub mechanism: Mechanism,
+    /// Label of the PKCS#11 key object that wrapped `bytes`, so that blobs wrapped before a
+    /// root key rotation still name their key. `None` for [`ShamirRoot`], which has one key.
+    pub key_label: Option<String>,
     /// Wrapped key material in the layout of `mechanism`.
     pub bytes: Vec<u8>,
 }
@@ -116,6 +137,7 @@ impl fmt::Debug for WrappedKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WrappedKey")
             .field("mechanism", &self.mechanism)
+            .field("key_label", &self.key_label)
             .field("len", &self.bytes.len())
             .finish()
     }
@@ -126,6 +148,8 @@ impl fmt::Debug for WrappedKey {
 pub enum RootKind {
     /// Root key held in memory after being rebuilt from Shamir shares.
     Shamir,
+    /// Root key held as a key object inside a PKCS#11 token.
+    Pkcs11,
 }
 
 impl RootKind {
@@ -133,6 +157,7 @@ impl RootKind {
     pub fn as_str(self) -> &'static str {
         match self {
             RootKind::Shamir => "shamir",
+            RootKind::Pkcs11 => "pkcs11",
         }
     }
 }
@@ -149,6 +174,7 @@ impl FromStr for RootKind {
     fn from_str(name: &str) -> Result<Self, Self::Err> {
         match name {
             "shamir" => Ok(RootKind::Shamir),
+            "pkcs11" => Ok(RootKind::Pkcs11),
             _ => Err(Error::UnknownRootKind {
                 name: name.to_owned(),
             }),
@@ -189,6 +215,19 @@ mod tests {
     }
 
     #[test]
+    fn pkcs11_mechanism_names_round_trip() {
+        let cases = [
+            (Mechanism::Pkcs11AesGcm, "pkcs11-aes-gcm"),
+            (Mechanism::Pkcs11AesKeyWrapPad, "pkcs11-aes-key-wrap-pad"),
+        ];
+
+        for (mechanism, name) in cases {
+            assert_eq!(mechanism.as_str(), name);
+            assert_eq!(name.parse::<Mechanism>().unwrap(), mechanism);
+        }
+    }
+
+    #[test]
     fn mechanism_rejects_unknown_name() {
         let error = "AES-256-GCM".parse::<Mechanism>().unwrap_err();
 
@@ -201,8 +240,10 @@ mod tests {
         assert_eq!(RootKind::Shamir.as_str(), "shamir");
         assert_eq!(RootKind::Shamir.to_string(), "shamir");
         assert_eq!("shamir".parse::<RootKind>().unwrap(), RootKind::Shamir);
+        assert_eq!(RootKind::Pkcs11.as_str(), "pkcs11");
+        assert_eq!("pkcs11".parse::<RootKind>().unwrap(), RootKind::Pkcs11);
         assert!(matches!(
-            "pkcs11".parse::<RootKind>(),
+            "PKCS11".parse::<RootKind>(),
             Err(Error::UnknownRootKind { .. })
         ));
     }
@@ -210,12 +251,16 @@ mod tests {
     #[test]
     fn wrapped_key_debug_shows_mechanism_and_length_only() {
         let wrapped = WrappedKey {
-            mechanism: Mechanism::Aes256Gcm,
+            mechanism: Mechanism::Pkcs11AesGcm,
+            key_label: Some("root-2026".to_owned()),
             bytes: vec![0xab; 44],
         };
 
         let debug = format!("{wrapped:?}");
 
-        assert_eq!(debug, "WrappedKey { mechanism: Aes256Gcm, len: 44 }");
+        assert_eq!(
+            debug,
+            "WrappedKey { mechanism: Pkcs11AesGcm, key_label: Some(\"root-2026\"), len: 44 }"
+        );
     }
 }

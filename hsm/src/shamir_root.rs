@@ -70,6 +70,7 @@ impl RootOfTrust for ShamirRoot {
 
         Ok(WrappedKey {
             mechanism: Mechanism::Aes256Gcm,
+            key_label: None,
             bytes: std::mem::take(&mut *buffer),
         })
     }
@@ -78,6 +79,12 @@ impl RootOfTrust for ShamirRoot {
         // An exhaustive match, so that a new mechanism has to be handled here.
         match wrapped.mechanism {
             Mechanism::Aes256Gcm => {}
+            Mechanism::Pkcs11AesGcm | Mechanism::Pkcs11AesKeyWrapPad => {
+                return Err(Error::MechanismMismatch {
+                    mechanism: wrapped.mechanism,
+                    root: RootKind::Shamir,
+                });
+            }
         }
 
         let (nonce, rest) = wrapped
@@ -217,6 +224,23 @@ mod tests {
         assert!(matches!(
             root.unwrap(&extended, AAD),
             Err(Error::UnwrapFailed)
+        ));
+    }
+
+    #[test]
+    fn unwrap_rejects_pkcs11_mechanism() {
+        let root = root();
+        let mut wrapped = root.wrap(KEYRING_KEY, AAD).unwrap();
+        wrapped.mechanism = Mechanism::Pkcs11AesGcm;
+
+        let result = root.unwrap(&wrapped, AAD);
+
+        assert!(matches!(
+            result,
+            Err(Error::MechanismMismatch {
+                mechanism: Mechanism::Pkcs11AesGcm,
+                root: RootKind::Shamir
+            })
         ));
     }
 

@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{ArgAction, Parser, ValueEnum};
+use clap::{ArgAction, Parser, Subcommand, ValueEnum};
+use hsm::TokenSelector;
+use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::error::Error;
@@ -20,6 +22,16 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where the root key lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SealKind {
+    /// Split into Shamir shares that admins submit to unseal.
+    Shamir,
+    /// A key object in a PKCS#11 token, which unseals the daemon at start.
+    Pkcs11,
+}
+
 /// kmsd: a key management daemon that issues and rotates data keys over TLS.
 ///
 /// Every flag can also be set by the environment variable shown, or in the TOML file given by
@@ -29,12 +41,12 @@ pub enum LogFormat {
 #[command(name = "kmsd", version)]
 pub struct Cli {
     /// TOML configuration file.
-    #[arg(long, env = "KMS_CONFIG", value_name = "FILE")]
+    #[arg(long, env = "KMS_CONFIG", value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
 
     /// Folder for the database, generated TLS material and the audit log, created with mode
     /// 0700 [default: ./kms-data].
-    #[arg(long, env = "KMS_DATA_DIR", value_name = "DIR")]
+    #[arg(long, env = "KMS_DATA_DIR", value_name = "DIR", global = true)]
     pub data_dir: Option<PathBuf>,
 
     /// Address and port to listen on; port 0 picks a free port [default: 127.0.0.1:8443].
@@ -42,8 +54,52 @@ pub struct Cli {
     pub listen: Option<SocketAddr>,
 
     /// SQLite database file [default: <data-dir>/kms.db].
-    #[arg(long, env = "KMS_DATABASE_PATH", value_name = "FILE")]
+    #[arg(long, env = "KMS_DATABASE_PATH", value_name = "FILE", global = true)]
     pub database_path: Option<PathBuf>,
+
+    /// Root of trust: shamir (admins unseal with shares) or pkcs11 (a key object in a
+    /// PKCS#11 token wraps the keyring, and the daemon unseals itself at start)
+    /// [default: shamir].
+    #[arg(long, env = "KMS_SEAL", value_enum)]
+    pub seal: Option<SealKind>,
+
+    /// PKCS#11 module, the token vendor's shared library, such as
+    /// /usr/lib/softhsm/libsofthsm2.so.
+    #[arg(long, env = "KMS_PKCS11_MODULE", value_name = "FILE", global = true)]
+    pub pkcs11_module: Option<PathBuf>,
+
+    /// Label of the token that contains the root key.
+    #[arg(
+        long,
+        env = "KMS_PKCS11_TOKEN_LABEL",
+        value_name = "LABEL",
+        global = true
+    )]
+    pub pkcs11_token_label: Option<String>,
+
+    /// Serial number of the token, in place of its label.
+    #[arg(
+        long,
+        env = "KMS_PKCS11_TOKEN_SERIAL",
+        value_name = "SERIAL",
+        global = true
+    )]
+    pub pkcs11_token_serial: Option<String>,
+
+    /// File whose first line is the token's user PIN. Without it the PIN comes from the
+    /// environment variable KMS_PKCS11_PIN. There is no flag for the PIN itself, so that it
+    /// never shows in the process list.
+    #[arg(long, env = "KMS_PKCS11_PIN_FILE", value_name = "FILE", global = true)]
+    pub pkcs11_pin_file: Option<PathBuf>,
+
+    /// Label of the AES-256 key object that init creates in the token [default: kms-root].
+    #[arg(
+        long,
+        env = "KMS_PKCS11_KEY_LABEL",
+        value_name = "LABEL",
+        global = true
+    )]
+    pub pkcs11_key_label: Option<String>,
 
     /// PEM certificate chain for the listener. Without it (and --tls-key), kmsd creates a
     /// private CA and a localhost certificate under <data-dir>/tls.
@@ -84,6 +140,25 @@ pub struct Cli {
     #[arg(long, env = "KMS_DISABLE_MLOCK", value_name = "BOOL", num_args = 0..=1,
           default_missing_value = "true", action = ArgAction::Set)]
     pub disable_mlock: Option<bool>,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Offline maintenance commands. Without one, kmsd runs the daemon.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Move the root of trust between Shamir shares and a PKCS#11 token, keeping every key.
+    ///
+    /// Stop the daemon first. Reads the threshold number of shares from standard input, one
+    /// per line: the unseal shares to move to the token, which then become its recovery
+    /// shares, or the recovery shares to move back, which then unseal. Needs the token
+    /// settings (--pkcs11-module, the token, the PIN) in both directions.
+    MigrateSeal {
+        /// Root of trust to move to.
+        #[arg(long, value_enum)]
+        to: SealKind,
+    },
 }
 
 /// The TOML file: the same settings as the flags.
@@ -102,6 +177,33 @@ struct FileConfig {
     log_level: Option<String>,
     workers: Option<usize>,
     disable_mlock: Option<bool>,
+    seal: Option<SealKind>,
+    pkcs11_module: Option<PathBuf>,
+    pkcs11_token_label: Option<String>,
+    pkcs11_token_serial: Option<String>,
+    pkcs11_pin_file: Option<PathBuf>,
+    pkcs11_key_label: Option<String>,
+}
+
+/// How to reach the PKCS#11 token. `Debug` does not print the PIN.
+#[derive(Debug, Clone)]
+pub struct Pkcs11Params {
+    pub module: PathBuf,
+    pub token: TokenSelector,
+    pub pin: SecretString,
+    pub key_label: String,
+}
+
+impl Pkcs11Params {
+    /// The settings for opening the token.
+    pub fn config(&self) -> hsm::Pkcs11Config {
+        hsm::Pkcs11Config {
+            module: self.module.clone(),
+            token: self.token.clone(),
+            pin: self.pin.clone(),
+            key_label: self.key_label.clone(),
+        }
+    }
 }
 
 /// Where the listener's certificate comes from.
@@ -127,6 +229,9 @@ pub struct Params {
     pub log_level: String,
     pub workers: usize,
     pub disable_mlock: bool,
+    pub seal: SealKind,
+    /// The token settings, when a module is configured.
+    pub pkcs11: Option<Pkcs11Params>,
 }
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
@@ -186,7 +291,31 @@ impl TryFrom<Cli> for Params {
                 reason: format!("{workers} is not between 1 and 256"),
             });
         }
+        let seal = cli.seal.or(file.seal).unwrap_or(SealKind::Shamir);
+        let pkcs11 = match cli.pkcs11_module.or(file.pkcs11_module) {
+            Some(module) => Some(Pkcs11Params {
+                module,
+                token: token_selector(
+                    cli.pkcs11_token_label.or(file.pkcs11_token_label),
+                    cli.pkcs11_token_serial.or(file.pkcs11_token_serial),
+                )?,
+                pin: read_pin(cli.pkcs11_pin_file.or(file.pkcs11_pin_file).as_deref())?,
+                key_label: cli
+                    .pkcs11_key_label
+                    .or(file.pkcs11_key_label)
+                    .unwrap_or_else(|| "kms-root".to_owned()),
+            }),
+            None if seal == SealKind::Pkcs11 => {
+                return Err(Error::Config {
+                    setting: "pkcs11_module (--pkcs11-module, KMS_PKCS11_MODULE)",
+                    reason: "--seal pkcs11 needs the path of the token's PKCS#11 module".to_owned(),
+                });
+            }
+            None => None,
+        };
         Ok(Params {
+            seal,
+            pkcs11,
             database_path: cli
                 .database_path
                 .or(file.database_path)
@@ -212,6 +341,57 @@ impl TryFrom<Cli> for Params {
             tls,
         })
     }
+}
+
+/// The token by label or by serial number: exactly one of the two.
+fn token_selector(label: Option<String>, serial: Option<String>) -> Result<TokenSelector, Error> {
+    match (label, serial) {
+        (Some(label), None) => Ok(TokenSelector::Label(label)),
+        (None, Some(serial)) => Ok(TokenSelector::Serial(serial)),
+        (None, None) => Err(Error::Config {
+            setting: "pkcs11_token_label (--pkcs11-token-label, KMS_PKCS11_TOKEN_LABEL)",
+            reason: "name the token by label, or by serial number with --pkcs11-token-serial"
+                .to_owned(),
+        }),
+        (Some(_), Some(_)) => Err(Error::Config {
+            setting: "pkcs11_token_serial (--pkcs11-token-serial, KMS_PKCS11_TOKEN_SERIAL)",
+            reason: "give the token's label or its serial number, not both".to_owned(),
+        }),
+    }
+}
+
+/// Reads the user PIN from the first line of `file`, or else from `KMS_PKCS11_PIN`.
+fn read_pin(file: Option<&Path>) -> Result<SecretString, Error> {
+    let text = match file {
+        Some(path) => {
+            zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+                Error::io(format!("cannot read the PIN file {}", path.display()), e)
+            })?)
+        }
+        None => match std::env::var("KMS_PKCS11_PIN") {
+            Ok(pin) => zeroize::Zeroizing::new(pin),
+            Err(_) => {
+                return Err(Error::Config {
+                    setting: "pkcs11_pin_file (--pkcs11-pin-file, KMS_PKCS11_PIN_FILE)",
+                    reason: "the token's user PIN is missing: set KMS_PKCS11_PIN or give a PIN \
+                             file"
+                        .to_owned(),
+                });
+            }
+        },
+    };
+    let pin = text
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches('\r');
+    if pin.is_empty() {
+        return Err(Error::Config {
+            setting: "pkcs11_pin_file (--pkcs11-pin-file, KMS_PKCS11_PIN_FILE)",
+            reason: "the token's user PIN is empty".to_owned(),
+        });
+    }
+    Ok(SecretString::from(pin.to_owned()))
 }
 
 fn read_file_config(path: &Path) -> Result<FileConfig, Error> {

@@ -7,7 +7,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use hsm::{RootKey, RootOfTrust, ShamirRoot, Share, ShareSetId, UnsealProgress};
+use hsm::{
+    Pkcs11Root, RootKey, RootKind, RootOfTrust, ShamirRoot, Share, ShareSetId, UnsealProgress,
+    WrappedKey,
+};
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
@@ -59,12 +62,48 @@ impl std::fmt::Debug for InitOutput {
     }
 }
 
+/// Associated data of the recovery check, which proves that recovery shares rebuild the
+/// recovery key of a PKCS#11 root.
+const RECOVERY_CHECK_AAD: &[u8] = b"kms recovery check v1";
+
+/// The root of trust that the daemon was started with.
+#[derive(Debug, Clone)]
+pub enum RootSetting {
+    /// The root key is rebuilt from Shamir shares at unseal.
+    Shamir,
+    /// The root key is a key object in a PKCS#11 token, which unseals the daemon at start.
+    /// The root's current key label is the one that init creates.
+    Pkcs11(Pkcs11Root),
+}
+
+impl RootSetting {
+    fn kind(&self) -> RootKind {
+        match self {
+            RootSetting::Shamir => RootKind::Shamir,
+            RootSetting::Pkcs11(_) => RootKind::Pkcs11,
+        }
+    }
+}
+
 /// The seal configuration once read from the store.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct SealParams {
+    kind: RootKind,
     set_id: ShareSetId,
     shares: u8,
     threshold: u8,
+    /// With a PKCS#11 root: the key object that wraps new keyring versions.
+    root_key_label: Option<String>,
+    /// With a PKCS#11 root: the check that recovery shares are right.
+    recovery_check: Option<Vec<u8>>,
+}
+
+/// The PKCS#11 key object that wraps the keyring after a root key rotation, and the one
+/// before it, which stays in the token until an admin removes it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RootKeyRotation {
+    pub key_label: String,
+    pub previous_key_label: String,
 }
 
 #[derive(Debug, Default)]
@@ -77,6 +116,7 @@ struct SealState {
 #[derive(Debug)]
 pub struct Core {
     store: Store,
+    root: RootSetting,
     seal: Mutex<SealState>,
     keyring: RwLock<Option<Arc<Keyring>>>,
     /// Serialises key-management writes on this node, so rotations do not race.
@@ -101,14 +141,23 @@ fn to_u32(value: i32) -> Result<u32, Error> {
 }
 
 impl Core {
-    /// Builds the core over an opened store; the daemon starts sealed.
-    pub fn new(store: Store) -> Result<Core, Error> {
+    /// Builds the core over an opened store. With a Shamir root the daemon starts sealed;
+    /// with a PKCS#11 root and an initialized store, the token unseals it here.
+    ///
+    /// Fails when the store was initialized with the other kind of root, naming the
+    /// migration that moves it.
+    pub fn new(store: Store, root: RootSetting) -> Result<Core, Error> {
         let params = store
             .seal_config()?
             .map(|row| parse_seal_config(&row))
             .transpose()?;
-        Ok(Core {
+        if let Some(params) = &params {
+            check_root_kind(params.kind, root.kind())?;
+        }
+        let initialized = params.is_some();
+        let core = Core {
             store,
+            root,
             seal: Mutex::new(SealState {
                 params,
                 progress: None,
@@ -116,7 +165,47 @@ impl Core {
             keyring: RwLock::new(None),
             admin: Mutex::new(()),
             tokens: TokenCache::default(),
-        })
+        };
+        if initialized && core.root.kind() == RootKind::Pkcs11 {
+            core.unseal_with_token()?;
+        }
+        Ok(core)
+    }
+
+    /// Unseals with the PKCS#11 token: unwraps the keyring with the key objects that its rows
+    /// name. Does nothing when the daemon is unsealed.
+    pub fn unseal_with_token(&self) -> Result<Status, Error> {
+        let RootSetting::Pkcs11(root) = &self.root else {
+            return Err(Error::InvalidRequest(
+                "give exactly one of share and reset: true".to_owned(),
+            ));
+        };
+        let state = lock(&self.seal);
+        let params = state.params.clone().ok_or(Error::NotInitialized)?;
+        if self.is_unsealed() {
+            drop(state);
+            return Ok(self.status());
+        }
+        let label = params.root_key_label.as_deref().ok_or_else(|| {
+            Error::StoreInvalid("the seal configuration names no PKCS#11 key object".to_owned())
+        })?;
+        root.set_key_label(label)?;
+        let keyring = self.open_keyring(Arc::new(root.clone()))?;
+        *self.keyring.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(keyring));
+        tracing::info!(
+            token = root.token_label(),
+            key_label = label,
+            "unsealed by the PKCS#11 token"
+        );
+        drop(state);
+        Ok(self.status())
+    }
+
+    fn is_unsealed(&self) -> bool {
+        self.keyring
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
     }
 
     /// The store, for token lookups.
@@ -153,53 +242,76 @@ impl Core {
             .unwrap_or_else(PoisonError::into_inner)
             .is_none();
         let state = lock(&self.seal);
+        let params = state.params.as_ref();
         Status {
-            initialized: state.params.is_some(),
+            initialized: params.is_some(),
             sealed,
-            threshold: state.params.map(|p| p.threshold),
-            shares: state.params.map(|p| p.shares),
+            threshold: params.map(|p| p.threshold),
+            shares: params.map(|p| p.shares),
             progress: state.progress.as_ref().map_or(0, UnsealProgress::count),
-            root_of_trust: state.params.map(|_| hsm::RootKind::Shamir.as_str()),
+            root_of_trust: params.map(|p| p.kind.as_str()),
             version: env!("CARGO_PKG_VERSION"),
         }
     }
 
-    /// Creates the root key, splits it into shares, and stores the keyring key wrapped by it.
+    /// Creates the root key and stores the keyring key wrapped by it.
+    ///
+    /// With a Shamir root, the root key is split into the returned shares and the daemon stays
+    /// sealed. With a PKCS#11 root, the token creates the root key object unless it exists,
+    /// a random recovery key is split into the returned shares instead, and the token unseals
+    /// the daemon at once.
     pub fn init(&self, shares: u8, threshold: u8) -> Result<InitOutput, Error> {
         let mut state = lock(&self.seal);
         if state.params.is_some() {
             return Err(Error::AlreadyInitialized);
         }
-        let root_key = RootKey::generate()?;
+        let split_key = RootKey::generate()?;
         let set_id = ShareSetId::generate()?;
-        let split = hsm::split(&root_key, shares, threshold, set_id)?;
-        let root = ShamirRoot::new(root_key);
-
+        let split = hsm::split(&split_key, shares, threshold, set_id)?;
+        let shamir = ShamirRoot::new(split_key);
         let keyring_key = keyring::random_key()?;
-        let wrapped = root.wrap(keyring_key.as_ref(), &keyring_aad(1))?;
+        let (wrapped, root_key_label, recovery_check) = match &self.root {
+            RootSetting::Shamir => {
+                let wrapped = shamir.wrap(keyring_key.as_ref(), &keyring_aad(1))?;
+                (wrapped, None, None)
+            }
+            RootSetting::Pkcs11(root) => {
+                let label = root.key_label();
+                if root.ensure_key(&label)? {
+                    tracing::info!(token = root.token_label(), key_label = %label, "root key object created");
+                }
+                let wrapped = root.wrap(keyring_key.as_ref(), &keyring_aad(1))?;
+                (wrapped, Some(label), Some(recovery_check(&shamir)?))
+            }
+        };
+
         let token = auth::mint_token()?;
         let created_at = now();
         let config = SealConfigRow {
             id: 1,
-            root_kind: hsm::RootKind::Shamir.as_str().to_owned(),
+            root_kind: self.root.kind().as_str().to_owned(),
             share_set_id: set_id.to_string(),
             shares: i32::from(shares),
             threshold: i32::from(threshold),
             created_at,
+            root_key_label: root_key_label.clone(),
+            recovery_check: recovery_check.clone(),
         };
-        let keyring_row = KeyringRow {
-            version: 1,
-            mechanism: wrapped.mechanism.as_str().to_owned(),
-            wrapped_key: wrapped.bytes,
-            created_at,
-        };
+        let keyring_row = keyring_row(1, wrapped, created_at);
         let token_row = root_token_row(&token, created_at);
         self.store.initialize(&config, &keyring_row, &token_row)?;
         state.params = Some(SealParams {
+            kind: self.root.kind(),
             set_id,
             shares,
             threshold,
+            root_key_label,
+            recovery_check,
         });
+        drop(state);
+        if self.root.kind() == RootKind::Pkcs11 {
+            self.unseal_with_token()?;
+        }
         Ok(InitOutput {
             shares: split.iter().map(Share::encode).collect(),
             root_token: token.secret,
@@ -210,7 +322,15 @@ impl Core {
     /// Adds one share; at the threshold, rebuilds the root key and unseals.
     pub fn unseal(&self, share_text: &str) -> Result<Status, Error> {
         let mut state = lock(&self.seal);
-        let params = state.params.ok_or(Error::NotInitialized)?;
+        let params = state.params.clone().ok_or(Error::NotInitialized)?;
+        if params.kind == RootKind::Pkcs11 {
+            drop(state);
+            return Err(Error::InvalidRequest(
+                "share: the PKCS#11 token unseals this daemon, so it takes no shares; \
+                 send the unseal request without a share"
+                    .to_owned(),
+            ));
+        }
         if self
             .keyring
             .read()
@@ -244,33 +364,15 @@ impl Core {
 
     /// Mints a new root token for an admin who presents the threshold number of shares.
     ///
-    /// The shares are checked the way unseal checks them, and the rebuilt key must open the
-    /// stored keyring key. Works sealed or unsealed; the daemon's state does not change.
+    /// The shares are checked the way unseal checks them. The rebuilt key must open the stored
+    /// keyring key (Shamir root) or match the recovery check (PKCS#11 root). Works sealed or
+    /// unsealed; the daemon's state does not change.
     pub fn generate_root(&self, shares: &[SecretString]) -> Result<InitOutput, Error> {
-        let params = lock(&self.seal).params.ok_or(Error::NotInitialized)?;
-        let mut progress = UnsealProgress::new(params.set_id, params.threshold);
-        for share in shares {
-            progress.add(Share::parse(share.expose_secret())?)?;
-        }
-        if !progress.is_complete() {
-            return Err(Error::InvalidRequest(format!(
-                "shares: {} valid shares given, {} needed",
-                progress.count(),
-                params.threshold
-            )));
-        }
-        let root = ShamirRoot::new(progress.combine().map_err(|_| Error::UnsealFailed)?);
-        let first = self
-            .store
-            .keyring_versions()?
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::StoreInvalid("the key store has no keyring key".to_owned()))?;
-        let version = to_u32(first.version)?;
-        let wrapped = wrapped_from_row(first)?;
-        if root.unwrap(&wrapped, &keyring_aad(version)).is_err() {
-            return Err(Error::UnsealFailed);
-        }
+        let params = lock(&self.seal)
+            .params
+            .clone()
+            .ok_or(Error::NotInitialized)?;
+        rebuild_checked(&self.store, &params, shares)?;
         let token = auth::mint_token()?;
         self.store.insert_token(&root_token_row(&token, now()))?;
         tracing::warn!(accessor = %token.accessor, "a new root token was generated from shares");
@@ -279,6 +381,109 @@ impl Core {
             root_token: token.secret,
             root_token_accessor: token.accessor,
         })
+    }
+
+    /// Rotates the root key of a PKCS#11 root: creates the key object `new_label` in the token
+    /// (default `kms-root-<unix seconds>`), wraps every keyring version with it, and switches
+    /// to it in one store transaction. The previous object stays in the token until
+    /// [`Core::destroy_root_key`] removes it.
+    pub fn rotate_root_key(&self, new_label: Option<String>) -> Result<RootKeyRotation, Error> {
+        let root = self.token_root("rotate")?;
+        self.keyring()?;
+        let _admin = lock(&self.admin);
+        let params = lock(&self.seal)
+            .params
+            .clone()
+            .ok_or(Error::NotInitialized)?;
+        let previous = root.key_label();
+        let label = new_label.unwrap_or_else(|| format!("kms-root-{}", now()));
+        if label == previous {
+            return Err(Error::InvalidRequest(format!(
+                "key_label: {label:?} already wraps the keyring; choose a new label"
+            )));
+        }
+        if root.ensure_key(&label)? {
+            tracing::info!(key_label = %label, "root key object created");
+        }
+
+        let mut opened = Vec::new();
+        for row in self.store.keyring_versions()? {
+            let version = to_u32(row.version)?;
+            let key = root.unwrap(&wrapped_from_row(&row)?, &keyring_aad(version))?;
+            opened.push((row, key));
+        }
+        root.set_key_label(&label)?;
+        let replaced = opened
+            .iter()
+            .map(|(row, key)| {
+                let wrapped = root.wrap(key, &keyring_aad(to_u32(row.version)?))?;
+                Ok(keyring_row(row.version, wrapped, row.created_at))
+            })
+            .collect::<Result<Vec<_>, Error>>()
+            .and_then(|rows| {
+                let config = seal_config_row(
+                    &params,
+                    RootKind::Pkcs11,
+                    Some(label.clone()),
+                    params.recovery_check.clone(),
+                );
+                self.store.replace_root(&config, &rows)
+            });
+        if let Err(error) = replaced {
+            // The store still names the previous key object, so new wraps must use it too.
+            if let Err(restore) = root.set_key_label(&previous) {
+                tracing::error!(%restore, key_label = %previous, "switching back to the previous root key failed");
+            }
+            return Err(error);
+        }
+
+        lock(&self.seal).params = Some(SealParams {
+            root_key_label: Some(label.clone()),
+            ..params
+        });
+        tracing::info!(key_label = %label, previous_key_label = %previous, "root key rotated");
+        Ok(RootKeyRotation {
+            key_label: label,
+            previous_key_label: previous,
+        })
+    }
+
+    /// Destroys a PKCS#11 root key object that no keyring version uses any more.
+    pub fn destroy_root_key(&self, label: &str) -> Result<(), Error> {
+        let root = self.token_root("remove")?;
+        let _admin = lock(&self.admin);
+        if root.key_label() == label || self.store.root_key_label_in_use(label)? {
+            return Err(Error::InvalidRequest(format!(
+                "key_label: {label:?} still wraps the keyring; rotate the root key first"
+            )));
+        }
+        if !root.destroy_key(label)? {
+            return Err(Error::NotFound(format!("PKCS#11 key object {label:?}")));
+        }
+        tracing::warn!(key_label = %label, "root key object destroyed");
+        Ok(())
+    }
+
+    /// Closes every session on the PKCS#11 token and logs in again.
+    pub fn reconnect_token(&self) -> Result<(), Error> {
+        let root = self.token_root("reconnect")?;
+        root.reconnect()?;
+        tracing::info!(
+            token = root.token_label(),
+            "reconnected to the PKCS#11 token"
+        );
+        Ok(())
+    }
+
+    /// The PKCS#11 root, or an error naming `action` for a Shamir root.
+    fn token_root(&self, action: &str) -> Result<&Pkcs11Root, Error> {
+        match &self.root {
+            RootSetting::Pkcs11(root) => Ok(root),
+            RootSetting::Shamir => Err(Error::InvalidRequest(format!(
+                "cannot {action} a PKCS#11 root key: this daemon's root key is split into \
+                 Shamir shares (start it with --seal pkcs11 after `kmsd migrate-seal`)"
+            ))),
+        }
     }
 
     /// Discards unseal progress.
@@ -314,11 +519,15 @@ impl Core {
         let mut keyring_keys = BTreeMap::new();
         for row in self.store.keyring_versions()? {
             let version = to_u32(row.version)?;
-            let wrapped = wrapped_from_row(row)?;
-            let key = root.unwrap(&wrapped, &keyring_aad(version)).map_err(|error| {
-                tracing::warn!(%error, version, "the reconstructed root key did not open the keyring");
-                Error::UnsealFailed
-            })?;
+            let wrapped = wrapped_from_row(&row)?;
+            let key = match root.unwrap(&wrapped, &keyring_aad(version)) {
+                Ok(key) => key,
+                Err(error) if root.kind() == RootKind::Shamir => {
+                    tracing::warn!(%error, version, "the reconstructed root key did not open the keyring");
+                    return Err(Error::UnsealFailed);
+                }
+                Err(error) => return Err(error.into()),
+            };
             keyring_keys.insert(version, KeyringKey::new(version, &key)?);
         }
         if keyring_keys.is_empty() {
@@ -409,17 +618,188 @@ impl Core {
     }
 }
 
-/// The wrapped keyring key of a stored row, with the mechanism that wrapped it.
-fn wrapped_from_row(row: KeyringRow) -> Result<hsm::WrappedKey, Error> {
+/// The wrapped keyring key of a stored row, with the mechanism and key object that wrapped it.
+fn wrapped_from_row(row: &KeyringRow) -> Result<WrappedKey, Error> {
     let mechanism = row.mechanism.parse().map_err(|_| {
         Error::StoreInvalid(format!(
             "keyring version {} has an unknown mechanism",
             row.version
         ))
     })?;
-    Ok(hsm::WrappedKey {
+    Ok(WrappedKey {
         mechanism,
-        bytes: row.wrapped_key,
+        key_label: row.key_label.clone(),
+        bytes: row.wrapped_key.clone(),
+    })
+}
+
+/// The stored row of keyring version `version`.
+fn keyring_row(version: i32, wrapped: WrappedKey, created_at: i64) -> KeyringRow {
+    KeyringRow {
+        version,
+        mechanism: wrapped.mechanism.as_str().to_owned(),
+        wrapped_key: wrapped.bytes,
+        created_at,
+        key_label: wrapped.key_label,
+    }
+}
+
+/// The seal configuration row of `params` with another root. `replace_root` writes only the
+/// root columns, so the creation time is left at zero.
+fn seal_config_row(
+    params: &SealParams,
+    kind: RootKind,
+    root_key_label: Option<String>,
+    recovery_check: Option<Vec<u8>>,
+) -> SealConfigRow {
+    SealConfigRow {
+        id: 1,
+        root_kind: kind.as_str().to_owned(),
+        share_set_id: params.set_id.to_string(),
+        shares: i32::from(params.shares),
+        threshold: i32::from(params.threshold),
+        created_at: 0,
+        root_key_label,
+        recovery_check,
+    }
+}
+
+/// The recovery check of a PKCS#11 root: the AES-GCM tag of empty plaintext under the
+/// recovery key, which authenticates only under the same key.
+fn recovery_check(recovery: &ShamirRoot) -> Result<Vec<u8>, Error> {
+    Ok(recovery.wrap(&[], RECOVERY_CHECK_AAD)?.bytes)
+}
+
+/// Rebuilds the key that `shares` split and checks it: against the keyring for a Shamir
+/// root, against the recovery check for a PKCS#11 root.
+fn rebuild_checked(
+    store: &Store,
+    params: &SealParams,
+    shares: &[SecretString],
+) -> Result<ShamirRoot, Error> {
+    let mut progress = UnsealProgress::new(params.set_id, params.threshold);
+    for share in shares {
+        progress.add(Share::parse(share.expose_secret())?)?;
+    }
+    if !progress.is_complete() {
+        return Err(Error::InvalidRequest(format!(
+            "shares: {} valid shares given, {} needed",
+            progress.count(),
+            params.threshold
+        )));
+    }
+    let root = ShamirRoot::new(progress.combine().map_err(|_| Error::SharesRejected)?);
+    let matches = match &params.recovery_check {
+        Some(check) => {
+            let wrapped = WrappedKey {
+                mechanism: hsm::Mechanism::Aes256Gcm,
+                key_label: None,
+                bytes: check.clone(),
+            };
+            root.unwrap(&wrapped, RECOVERY_CHECK_AAD).is_ok()
+        }
+        None => {
+            let first = store
+                .keyring_versions()?
+                .into_iter()
+                .next()
+                .ok_or_else(|| {
+                    Error::StoreInvalid("the key store has no keyring key".to_owned())
+                })?;
+            let version = to_u32(first.version)?;
+            root.unwrap(&wrapped_from_row(&first)?, &keyring_aad(version))
+                .is_ok()
+        }
+    };
+    if !matches {
+        return Err(Error::SharesRejected);
+    }
+    Ok(root)
+}
+
+/// Moves the root of trust of an initialized store between Shamir shares and the PKCS#11
+/// token `token`, keeping the keyring keys, and so every key and blob, as they are.
+///
+/// `shares` are the threshold number of shares of the store's share set. Moving to the token,
+/// they are the unseal shares, and the key they rebuild becomes the recovery key, so the same
+/// shares become the recovery shares. Moving back, they are the recovery shares, and the
+/// recovery key becomes the Shamir root key, so the same shares unseal. The change is one
+/// store transaction; run it with the daemon stopped.
+pub fn migrate_root(
+    store: &Store,
+    to: RootKind,
+    token: &Pkcs11Root,
+    shares: &[SecretString],
+) -> Result<(), Error> {
+    let row = store.seal_config()?.ok_or(Error::NotInitialized)?;
+    let params = parse_seal_config(&row)?;
+    if params.kind == to {
+        return Err(Error::InvalidRequest(format!(
+            "to: the root of trust is {} already, so there is nothing to migrate",
+            to.as_str()
+        )));
+    }
+    let shamir = rebuild_checked(store, &params, shares)?;
+    let (from, into): (&dyn RootOfTrust, &dyn RootOfTrust) = match to {
+        RootKind::Pkcs11 => {
+            let label = token.key_label();
+            if token.ensure_key(&label)? {
+                tracing::info!(key_label = %label, "root key object created");
+            }
+            (&shamir, token)
+        }
+        RootKind::Shamir => {
+            let label = params.root_key_label.as_deref().ok_or_else(|| {
+                Error::StoreInvalid("the seal configuration names no PKCS#11 key object".to_owned())
+            })?;
+            token.set_key_label(label)?;
+            (token, &shamir)
+        }
+    };
+    let mut rows = Vec::new();
+    for row in store.keyring_versions()? {
+        let aad = keyring_aad(to_u32(row.version)?);
+        let key = from.unwrap(&wrapped_from_row(&row)?, &aad)?;
+        rows.push(keyring_row(
+            row.version,
+            into.wrap(&key, &aad)?,
+            row.created_at,
+        ));
+    }
+    let config = match to {
+        RootKind::Pkcs11 => seal_config_row(
+            &params,
+            to,
+            Some(token.key_label()),
+            Some(recovery_check(&shamir)?),
+        ),
+        RootKind::Shamir => seal_config_row(&params, to, None, None),
+    };
+    store.replace_root(&config, &rows)?;
+    tracing::info!(
+        to = to.as_str(),
+        keyring_versions = rows.len(),
+        "root of trust migrated"
+    );
+    Ok(())
+}
+
+/// Fails when the store's root of trust differs from the configured one.
+fn check_root_kind(stored: RootKind, configured: RootKind) -> Result<(), Error> {
+    let reason = match (stored, configured) {
+        (RootKind::Shamir, RootKind::Pkcs11) => {
+            "the key store was initialized with Shamir shares: start without --seal pkcs11, or \
+             move the root key into the token first with `kmsd migrate-seal --to pkcs11`"
+        }
+        (RootKind::Pkcs11, RootKind::Shamir) => {
+            "the key store's root key is in a PKCS#11 token: start with --seal pkcs11 and the \
+             token settings, or move it back first with `kmsd migrate-seal --to shamir`"
+        }
+        _ => return Ok(()),
+    };
+    Err(Error::Config {
+        setting: "seal (--seal, KMS_SEAL)",
+        reason: reason.to_owned(),
     })
 }
 
@@ -500,9 +880,18 @@ fn parse_seal_config(row: &SealConfigRow) -> Result<SealParams, Error> {
         .share_set_id
         .parse()
         .map_err(|_| Error::StoreInvalid("stored share set id is invalid".to_owned()))?;
+    let kind = row.root_kind.parse().map_err(|_| {
+        Error::StoreInvalid(format!(
+            "stored root of trust {:?} is unknown",
+            row.root_kind
+        ))
+    })?;
     Ok(SealParams {
+        kind,
         set_id,
         shares: to_u8(row.shares, "share count")?,
         threshold: to_u8(row.threshold, "threshold")?,
+        root_key_label: row.root_key_label.clone(),
+        recovery_check: row.recovery_check.clone(),
     })
 }

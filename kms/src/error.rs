@@ -29,6 +29,13 @@ pub enum Error {
          submit the threshold number of shares again and check that none was altered"
     )]
     UnsealFailed,
+    /// Shares presented to generate a root token or to migrate the root of trust rebuilt a
+    /// key that is not the one of this init.
+    #[error(
+        "the submitted shares do not reconstruct the key of this key store: check that each \
+         share comes from its init and that none was altered"
+    )]
+    SharesRejected,
     /// Unseal was called before init.
     #[error("the daemon is not initialized: run `kmsctl operator init` first")]
     NotInitialized,
@@ -110,8 +117,8 @@ pub enum Error {
     /// The store holds a value this build cannot use.
     #[error("the key store holds invalid data: {0}")]
     StoreInvalid(String),
-    /// The root of trust failed.
-    #[error("root of trust failed")]
+    /// The root of trust failed. Its messages name the fix and carry no secret.
+    #[error(transparent)]
     Hsm(#[from] hsm::Error),
     /// Stored key material failed to unwrap with a keyring key that did unwrap.
     #[error("stored key material for key {0:?} failed authentication: the key store is damaged")]
@@ -143,6 +150,7 @@ impl Error {
             Error::Share(S::DuplicateShare { .. }) => (StatusCode::BAD_REQUEST, "duplicate_share"),
             Error::Share(_) => (StatusCode::BAD_REQUEST, "invalid_share"),
             Error::UnsealFailed => (StatusCode::BAD_REQUEST, "unseal_failed"),
+            Error::SharesRejected => (StatusCode::BAD_REQUEST, "shares_rejected"),
             Error::Hsm(hsm::Error::InvalidShareCount { .. }) => {
                 (StatusCode::BAD_REQUEST, "invalid_request")
             }
@@ -169,13 +177,16 @@ impl Error {
                 (StatusCode::SERVICE_UNAVAILABLE, "sealed")
             }
             Error::AuditUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable"),
+            Error::Hsm(error) if error.is_unavailable() => {
+                (StatusCode::SERVICE_UNAVAILABLE, "hsm_unavailable")
+            }
+            Error::Hsm(_) => (StatusCode::INTERNAL_SERVER_ERROR, "hsm_error"),
             Error::Config { .. }
             | Error::Database(_)
             | Error::Pool(_)
             | Error::PoolBuild(_)
             | Error::Migration(_)
             | Error::StoreInvalid(_)
-            | Error::Hsm(_)
             | Error::CorruptKeyMaterial(_)
             | Error::Random
             | Error::Io { .. }

@@ -36,7 +36,8 @@ use tracing_subscriber::EnvFilter;
 
 use crate::api::AppState;
 use crate::audit::AuditLog;
-use crate::config::{Cli, LogFormat, Params};
+use crate::config::{Cli, Command, LogFormat, Params, SealKind};
+use crate::core::RootSetting;
 use crate::error::{Error, error_chain};
 
 /// Blocking-pool threads per HTTP worker; store calls are short, and with mlockall each
@@ -46,6 +47,7 @@ const BLOCKING_THREADS_PER_WORKER: usize = 16;
 /// Parses the command line, runs the daemon until SIGTERM or SIGINT, and seals on the way out.
 pub fn main_entry() -> ExitCode {
     let cli = Cli::parse();
+    let command = cli.command.clone();
     let params = match Params::try_from(cli) {
         Ok(params) => params,
         Err(error) => {
@@ -57,7 +59,11 @@ pub fn main_entry() -> ExitCode {
         eprintln!("kmsd: {message}");
         return ExitCode::from(2);
     }
-    match run(params) {
+    let result = match command {
+        None => run(params),
+        Some(Command::MigrateSeal { to }) => migrate_seal(&params, to),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = %error_chain(&error), "kmsd stopped on an error");
@@ -68,8 +74,15 @@ pub fn main_entry() -> ExitCode {
 }
 
 fn init_logging(params: &Params) -> Result<(), String> {
-    let filter = EnvFilter::try_new(&params.log_level)
+    let mut filter = EnvFilter::try_new(&params.log_level)
         .map_err(|e| format!("invalid log level {:?}: {e}", params.log_level))?;
+    // cryptoki logs an error for each mechanism of a token that it has no name for, which is
+    // noise; a filter that names cryptoki keeps its own setting.
+    if !params.log_level.contains("cryptoki")
+        && let Ok(directive) = "cryptoki::mechanism=off".parse()
+    {
+        filter = filter.add_directive(directive);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -94,7 +107,11 @@ pub fn run(params: Params) -> Result<(), Error> {
     })?;
 
     let store = store::Store::open_sqlite(&params.database_path)?;
-    let core = core::Core::new(store)?;
+    let root = match params.seal {
+        SealKind::Shamir => RootSetting::Shamir,
+        SealKind::Pkcs11 => RootSetting::Pkcs11(open_token(&params)?),
+    };
+    let core = core::Core::new(store, root)?;
     let audit = AuditLog::open(&params.audit_log, params.audit_fsync, params.audit_timeout)?;
     let (tls, ca_path) = tls::server_config(&params.tls)?;
     let state = web::Data::new(AppState { core, audit });
@@ -132,7 +149,9 @@ pub fn run(params: Params) -> Result<(), Error> {
             database = %params.database_path.display(),
             audit_log = %params.audit_log.display(),
             initialized = status.initialized,
-            "kmsd started sealed"
+            sealed = status.sealed,
+            root_of_trust = status.root_of_trust.unwrap_or("none"),
+            "kmsd started"
         );
         server
             .run()
@@ -145,4 +164,77 @@ pub fn run(params: Params) -> Result<(), Error> {
         "kmsd stopped; key material zeroized"
     );
     result
+}
+
+/// Opens the PKCS#11 token of the settings.
+fn open_token(params: &Params) -> Result<hsm::Pkcs11Root, Error> {
+    let settings = params.pkcs11.as_ref().ok_or_else(|| Error::Config {
+        setting: "pkcs11_module (--pkcs11-module, KMS_PKCS11_MODULE)",
+        reason: "the token settings are missing: give --pkcs11-module, --pkcs11-token-label \
+                 or --pkcs11-token-serial, and the PIN"
+            .to_owned(),
+    })?;
+    Ok(hsm::Pkcs11Root::open(settings.config())?)
+}
+
+/// Runs `kmsd migrate-seal`: moves the root of trust of the stopped daemon's key store.
+fn migrate_seal(params: &Params, to: SealKind) -> Result<(), Error> {
+    if !params.database_path.exists() {
+        return Err(Error::Config {
+            setting: "database_path (--database-path, KMS_DATABASE_PATH)",
+            reason: format!(
+                "no key store at {}: give the --data-dir of the daemon to migrate",
+                params.database_path.display()
+            ),
+        });
+    }
+    let token = open_token(params)?;
+    let store = store::Store::open_sqlite(&params.database_path)?;
+    let threshold = store
+        .seal_config()?
+        .map(|row| row.threshold)
+        .ok_or(Error::NotInitialized)?;
+    let shares = read_shares(usize::try_from(threshold).unwrap_or(0))?;
+    let kind = match to {
+        SealKind::Shamir => hsm::RootKind::Shamir,
+        SealKind::Pkcs11 => hsm::RootKind::Pkcs11,
+    };
+    core::migrate_root(&store, kind, &token, &shares)?;
+    match to {
+        SealKind::Pkcs11 => println!(
+            "The root of trust is now the key object {:?} on token {:?}. Start kmsd with \
+             --seal pkcs11; the shares are its recovery shares from now on.",
+            token.key_label(),
+            token.token_label()
+        ),
+        SealKind::Shamir => println!(
+            "The root of trust is now Shamir shares: the recovery shares unseal the daemon. \
+             Start kmsd without --seal pkcs11."
+        ),
+    }
+    Ok(())
+}
+
+/// Reads `threshold` shares: without echo from a terminal, or one per line from a pipe.
+fn read_shares(threshold: usize) -> Result<Vec<secrecy::SecretString>, Error> {
+    use std::io::{BufRead, IsTerminal};
+    let mut shares = Vec::with_capacity(threshold);
+    if std::io::stdin().is_terminal() {
+        for index in 1..=threshold {
+            let text = rpassword::prompt_password(format!("Share {index} of {threshold}: "))
+                .map_err(|e| Error::io("cannot read a share from the terminal", e))?;
+            shares.push(secrecy::SecretString::from(text.trim().to_owned()));
+        }
+        return Ok(shares);
+    }
+    for line in std::io::stdin().lock().lines() {
+        let line = zeroize::Zeroizing::new(
+            line.map_err(|e| Error::io("cannot read shares from standard input", e))?,
+        );
+        let text = line.trim();
+        if !text.is_empty() {
+            shares.push(secrecy::SecretString::from(text.to_owned()));
+        }
+    }
+    Ok(shares)
 }

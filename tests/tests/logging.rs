@@ -197,7 +197,7 @@ async fn info_log_records_lifecycle_with_ids() {
             .iter()
             .any(|line| words.iter().all(|w| line.contains(w)))
     };
-    assert!(has(&["kmsd started sealed"]), "no start line");
+    assert!(has(&["kmsd started", "sealed=true"]), "no start line");
     assert!(
         has(&["initialized", "shares=5", "threshold=3"]),
         "no init line"

@@ -1,11 +1,11 @@
-//! System endpoints: status, init, unseal and seal.
+//! System endpoints: status, init, unseal, seal, root tokens and the PKCS#11 root key.
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Serialize, Serializer};
 
 use super::{Client, Request};
 use crate::error::Result;
-use crate::types::{GeneratedRoot, InitOutput, Status};
+use crate::types::{GeneratedRoot, InitOutput, RootKeyRotation, Status};
 
 #[derive(Serialize)]
 struct InitRequest {
@@ -23,6 +23,12 @@ struct UnsealRequest<'a> {
 #[derive(Serialize)]
 struct GenerateRootRequest<'a> {
     shares: Vec<&'a str>,
+}
+
+#[derive(Serialize)]
+struct RotateRootKeyRequest<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_label: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -98,5 +104,40 @@ impl Client {
     /// Seals the daemon, which zeroizes all key material in its memory. Root token only.
     pub async fn seal(&self) -> Result<Status> {
         self.send(Request::post("/v1/sys/seal".into())).await
+    }
+
+    /// Unseals a daemon whose root key is in a PKCS#11 token, after `seal`: the daemon
+    /// unwraps its keyring with the token, so no share is sent. Needs no token.
+    pub async fn unseal_with_token(&self) -> Result<Status> {
+        let request = Request::post("/v1/sys/unseal".into())
+            .unauthenticated()
+            .json(&serde_json::json!({}))?;
+        self.send(request).await
+    }
+
+    /// Rotates the root key in the PKCS#11 token: the daemon creates the key object
+    /// `key_label` (or one named after the time), wraps its keyring with it, and keeps the
+    /// previous object until [`Client::remove_root_key`] removes it. Root token only.
+    pub async fn rotate_root_key(&self, key_label: Option<&str>) -> Result<RootKeyRotation> {
+        let request = Request::post("/v1/sys/root-key/rotate".into())
+            .json(&RotateRootKeyRequest { key_label })?;
+        self.send(request).await
+    }
+
+    /// Destroys a root key object that no longer wraps the keyring, such as the previous one
+    /// after a rotation. Blobs are unaffected. Root token only.
+    pub async fn remove_root_key(&self, key_label: &str) -> Result<()> {
+        let label = crate::client::segment("key label", key_label)?;
+        let path = format!("/v1/sys/root-key/objects/{label}");
+        let _: serde::de::IgnoredAny = self.send(Request::delete(path)).await?;
+        Ok(())
+    }
+
+    /// Makes the daemon close its sessions with the PKCS#11 token and log in again, for
+    /// example after maintenance of the HSM. Root token only.
+    pub async fn reconnect_hsm(&self) -> Result<()> {
+        let request = Request::post("/v1/sys/hsm/reconnect".into()).idempotent();
+        let _: serde::de::IgnoredAny = self.send(request).await?;
+        Ok(())
     }
 }

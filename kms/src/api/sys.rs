@@ -1,4 +1,4 @@
-//! `/v1/sys`: status, init, unseal and seal.
+//! `/v1/sys`: status, init, unseal, seal, root tokens, and the PKCS#11 root key.
 
 use actix_web::{HttpResponse, web};
 use secrecy::ExposeSecret;
@@ -33,6 +33,21 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::resource("/sys/generate-root")
             .name("sys.generate_root")
             .route(web::post().to(generate_root)),
+    )
+    .service(
+        web::resource("/sys/root-key/rotate")
+            .name("sys.root_key.rotate")
+            .route(web::post().to(rotate_root_key)),
+    )
+    .service(
+        web::resource("/sys/root-key/objects/{label}")
+            .name("sys.root_key.destroy")
+            .route(web::delete().to(destroy_root_key)),
+    )
+    .service(
+        web::resource("/sys/hsm/reconnect")
+            .name("sys.hsm.reconnect")
+            .route(web::post().to(reconnect_token)),
     );
 }
 
@@ -112,7 +127,9 @@ async fn unseal(
             }
             result?
         }
-        _ => {
+        // A daemon with a PKCS#11 root, sealed by `operator seal`, unseals with its token.
+        (None, false) => blocking(move || state.core.unseal_with_token()).await?,
+        (Some(_), true) => {
             return Err(Error::InvalidRequest(
                 "give exactly one of share and reset: true".to_owned(),
             ));
@@ -152,4 +169,59 @@ async fn generate_root(
         "root_token": output.root_token.expose_secret(),
         "root_token_accessor": output.root_token_accessor,
     })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateRootKeyRequest {
+    #[serde(default)]
+    key_label: Option<String>,
+}
+
+async fn rotate_root_key(
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: Json<RotateRootKeyRequest>,
+) -> Result<HttpResponse, Error> {
+    caller.require_root("rotate the root key")?;
+    let label = body.into_inner().key_label;
+    if let Some(label) = &label {
+        check_object_label(label)?;
+    }
+    let rotation = blocking(move || state.core.rotate_root_key(label)).await?;
+    Ok(HttpResponse::Ok().json(rotation))
+}
+
+async fn destroy_root_key(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    caller.require_root("remove a root key object")?;
+    let label = path.into_inner();
+    check_object_label(&label)?;
+    let removed = label.clone();
+    blocking(move || state.core.destroy_root_key(&label)).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "removed_key_label": removed })))
+}
+
+async fn reconnect_token(
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> Result<HttpResponse, Error> {
+    caller.require_root("reconnect to the PKCS#11 token")?;
+    blocking(move || state.core.reconnect_token()).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "reconnected": true })))
+}
+
+/// Checks a PKCS#11 key object label: 1 to 64 printable ASCII characters.
+fn check_object_label(label: &str) -> Result<(), Error> {
+    let valid = (1..=64).contains(&label.len()) && label.bytes().all(|b| b.is_ascii_graphic());
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::InvalidRequest(
+            "key_label: expected 1 to 64 printable ASCII characters without spaces".to_owned(),
+        ))
+    }
 }

@@ -123,6 +123,53 @@ impl Store {
         })
     }
 
+    /// Replaces the seal configuration and every keyring row's wrapping in one transaction:
+    /// the root of trust changes kind or key, and the keyring keys inside stay the same.
+    /// `rows` must name exactly the stored keyring versions.
+    pub fn replace_root(&self, config: &SealConfigRow, rows: &[KeyringRow]) -> Result<(), Error> {
+        let mut conn = self.conn()?;
+        conn.immediate_transaction(|conn| {
+            let stored: i64 = keyring::table.count().get_result(conn)?;
+            if usize::try_from(stored).ok() != Some(rows.len()) {
+                return Err(Error::Conflict(
+                    "the keyring changed while the root of trust was being replaced",
+                ));
+            }
+            diesel::update(seal_config::table.find(1))
+                .set((
+                    seal_config::root_kind.eq(&config.root_kind),
+                    seal_config::root_key_label.eq(&config.root_key_label),
+                    seal_config::recovery_check.eq(&config.recovery_check),
+                ))
+                .execute(conn)?;
+            for row in rows {
+                let updated = diesel::update(keyring::table.find(row.version))
+                    .set((
+                        keyring::mechanism.eq(&row.mechanism),
+                        keyring::wrapped_key.eq(&row.wrapped_key),
+                        keyring::key_label.eq(&row.key_label),
+                    ))
+                    .execute(conn)?;
+                if updated != 1 {
+                    return Err(Error::Conflict(
+                        "the keyring changed while the root of trust was being replaced",
+                    ));
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Returns whether any keyring row is wrapped by the PKCS#11 key object `label`.
+    pub fn root_key_label_in_use(&self, label: &str) -> Result<bool, Error> {
+        let mut conn = self.conn()?;
+        let count: i64 = keyring::table
+            .filter(keyring::key_label.eq(label))
+            .count()
+            .get_result(&mut conn)?;
+        Ok(count > 0)
+    }
+
     /// Returns every keyring version, oldest first.
     pub fn keyring_versions(&self) -> Result<Vec<KeyringRow>, Error> {
         let mut conn = self.conn()?;

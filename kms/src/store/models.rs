@@ -14,6 +14,11 @@ pub struct SealConfigRow {
     pub shares: i32,
     pub threshold: i32,
     pub created_at: i64,
+    /// Label of the PKCS#11 key object that wraps new keyring versions; `None` for Shamir.
+    pub root_key_label: Option<String>,
+    /// Proof that recovery shares rebuild the right key: an AES-GCM tag under the recovery
+    /// key over empty plaintext. `None` for Shamir, whose shares are checked on the keyring.
+    pub recovery_check: Option<Vec<u8>>,
 }
 
 /// One version of the keyring key, wrapped by the root of trust.
@@ -24,6 +29,8 @@ pub struct KeyringRow {
     pub mechanism: String,
     pub wrapped_key: Vec<u8>,
     pub created_at: i64,
+    /// Label of the PKCS#11 key object that wrapped `wrapped_key`; `None` for Shamir.
+    pub key_label: Option<String>,
 }
 
 /// A named key.

@@ -8,6 +8,8 @@ diesel::table! {
         shares -> Integer,
         threshold -> Integer,
         created_at -> BigInt,
+        root_key_label -> Nullable<Text>,
+        recovery_check -> Nullable<Binary>,
     }
 }
 
@@ -17,6 +19,7 @@ diesel::table! {
         mechanism -> Text,
         wrapped_key -> Binary,
         created_at -> BigInt,
+        key_label -> Nullable<Text>,
     }
 }
 

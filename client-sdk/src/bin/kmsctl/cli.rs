@@ -107,6 +107,30 @@ pub enum OperatorCommand {
 
     /// Show whether the daemon is initialized and sealed, and the unseal progress.
     Status,
+
+    /// Manage the root key object of a daemon whose root of trust is a PKCS#11 token.
+    #[command(subcommand)]
+    RootKey(RootKeyCommand),
+
+    /// Make the daemon close its PKCS#11 sessions and log in to the token again, for example
+    /// after HSM maintenance (root token only).
+    HsmReconnect,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RootKeyCommand {
+    /// Create a new root key object in the token and wrap the keyring with it; the previous
+    /// object stays until `remove` (root token only).
+    Rotate {
+        /// Label of the new key object [default: kms-root-<unix seconds>].
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// Destroy a root key object that no longer wraps the keyring (root token only).
+    Remove {
+        /// Label of the key object, as `rotate` printed it.
+        label: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,11 +1,11 @@
-//! `kmsctl operator`: init, unseal, seal and status.
+//! `kmsctl operator`: init, unseal, seal, status, root tokens and the PKCS#11 root key.
 
 use client_sdk::secrecy::ExposeSecret;
 use client_sdk::{Client, InitOutput, Status};
 use serde::Serialize;
 
 use super::print;
-use crate::cli::{Format, OperatorCommand};
+use crate::cli::{Format, OperatorCommand, RootKeyCommand};
 use crate::messages::{self, CliError};
 use crate::{input, output};
 
@@ -31,6 +31,12 @@ pub async fn run(
             reset: false,
             share,
         } => {
+            // A PKCS#11 root unseals with the token, so no share is read.
+            if share.is_none() && client.status().await?.root_of_trust.as_deref() == Some("pkcs11")
+            {
+                let status = client.unseal_with_token().await?;
+                return print(format, &status, print_progress);
+            }
             let share = input::read_share(share)?;
             let status = client.unseal(&share).await?;
             print(format, &status, print_progress)
@@ -58,6 +64,27 @@ pub async fn run(
         OperatorCommand::Status => {
             let status = client.status().await?;
             print(format, &status, print_status)
+        }
+        OperatorCommand::RootKey(RootKeyCommand::Rotate { label }) => {
+            let rotation = client.rotate_root_key(label.as_deref()).await?;
+            if format == Format::Json {
+                return output::json(&serde_json::json!({
+                    "key_label": rotation.key_label,
+                    "previous_key_label": rotation.previous_key_label,
+                }));
+            }
+            output::fields(&[
+                ("Root key object", rotation.key_label.as_str()),
+                ("Previous object", rotation.previous_key_label.as_str()),
+            ])
+        }
+        OperatorCommand::RootKey(RootKeyCommand::Remove { label }) => {
+            client.remove_root_key(&label).await?;
+            output::line(&format!("removed root key object {label}"))
+        }
+        OperatorCommand::HsmReconnect => {
+            client.reconnect_hsm().await?;
+            output::line("reconnected to the PKCS#11 token")
         }
     }
 }
