@@ -32,8 +32,10 @@
 
 mod b64;
 mod builder;
+pub mod cache;
 mod client;
 mod error;
+pub mod field;
 mod retry;
 mod types;
 
