@@ -37,6 +37,7 @@ mod client;
 mod error;
 pub mod field;
 mod retry;
+pub mod stream;
 mod types;
 
 pub use builder::{ClientBuilder, DEFAULT_ADDR};
