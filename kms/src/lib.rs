@@ -106,6 +106,7 @@ pub fn run(params: Params) -> Result<(), Error> {
         )
     })?;
 
+    let _lock = lock_data_dir(&params.data_dir)?;
     let store = store::Store::open_sqlite(&params.database_path)?;
     let root = match params.seal {
         SealKind::Shamir => RootSetting::Shamir,
@@ -188,6 +189,7 @@ fn migrate_seal(params: &Params, to: SealKind) -> Result<(), Error> {
             ),
         });
     }
+    let _lock = lock_data_dir(&params.data_dir)?;
     let token = open_token(params)?;
     let store = store::Store::open_sqlite(&params.database_path)?;
     let threshold = store
@@ -237,4 +239,25 @@ fn read_shares(threshold: usize) -> Result<Vec<secrecy::SecretString>, Error> {
         }
     }
     Ok(shares)
+}
+
+/// Takes an exclusive lock on `<data-dir>/kmsd.lock` for the life of the returned value, so
+/// that two daemons, or a daemon and `kmsd migrate-seal`, never share a data directory.
+fn lock_data_dir(data_dir: &std::path::Path) -> Result<nix::fcntl::Flock<std::fs::File>, Error> {
+    let path = data_dir.join("kmsd.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(format!("cannot open the lock file {}", path.display()), e))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| {
+        Error::Config {
+            setting: "data_dir (--data-dir, KMS_DATA_DIR)",
+            reason: format!(
+                "{} is in use by another kmsd: stop it first, or give another --data-dir",
+                data_dir.display()
+            ),
+        }
+    })
 }

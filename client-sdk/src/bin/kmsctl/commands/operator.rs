@@ -21,7 +21,10 @@ pub async fn run(
             allow_single_share,
         } => {
             let init = client.init(shares, threshold, allow_single_share).await?;
-            print_init(format, &init)
+            // A PKCS#11 root unseals itself, so its shares are recovery shares.
+            let recovery = client.status().await.ok().and_then(|s| s.root_of_trust)
+                == Some("pkcs11".to_owned());
+            print_init(format, &init, recovery)
         }
         OperatorCommand::Unseal { reset: true, .. } => {
             let status = client.unseal_reset().await?;
@@ -97,8 +100,21 @@ struct InitJson<'a> {
     root_token_accessor: &'a str,
 }
 
-fn print_init(format: Format, init: &InitOutput) -> Result<(), CliError> {
-    eprintln!("{}", messages::INIT_WARNING);
+/// The warning of an init with a PKCS#11 root, whose shares only authorize root operations.
+const RECOVERY_INIT_WARNING: &str = "\
+WARNING: the recovery shares and the root token are shown only this once.
+The PKCS#11 token unseals the daemon, so the shares do not; they mint a new root token
+(`kmsctl operator generate-root`) and move the root key out of the token
+(`kmsd migrate-seal --to shamir`). Store each share apart from the others, and keep the root
+token offline.";
+
+fn print_init(format: Format, init: &InitOutput, recovery: bool) -> Result<(), CliError> {
+    let (warning, label) = if recovery {
+        (RECOVERY_INIT_WARNING, "Recovery share")
+    } else {
+        (messages::INIT_WARNING, "Unseal share")
+    };
+    eprintln!("{warning}");
     let shares: Vec<&str> = init
         .shares
         .iter()
@@ -112,9 +128,7 @@ fn print_init(format: Format, init: &InitOutput) -> Result<(), CliError> {
         });
     }
 
-    let labels: Vec<String> = (1..=shares.len())
-        .map(|n| format!("Unseal share {n}"))
-        .collect();
+    let labels: Vec<String> = (1..=shares.len()).map(|n| format!("{label} {n}")).collect();
     let mut rows: Vec<(&str, &str)> = labels
         .iter()
         .map(String::as_str)
