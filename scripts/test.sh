@@ -9,6 +9,7 @@ command -v cc >/dev/null || missing+=(build-essential)
 command -v pkg-config >/dev/null || missing+=(pkg-config)
 # The PKCS#11 tests run against a real SoftHSM2 token.
 command -v softhsm2-util >/dev/null || missing+=(softhsm2)
+command -v pkcs11-tool >/dev/null || missing+=(opensc)
 # The backup tests dump and restore a real PostgreSQL database, and check recovery keys with age.
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 command -v pg_dump >/dev/null || missing+=(postgresql-client)

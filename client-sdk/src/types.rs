@@ -31,7 +31,7 @@ pub struct Status {
     pub shares: Option<u8>,
     /// Number of distinct valid shares submitted towards the current unseal.
     pub progress: u32,
-    /// Root of trust, such as `shamir` or `hsm`; `None` before init.
+    /// Root of trust, `shamir` or `pkcs11`; `None` before init.
     pub root_of_trust: Option<String>,
     /// Daemon version.
     pub version: String,

@@ -384,7 +384,7 @@ impl Core {
     }
 
     /// Rotates the root key of a PKCS#11 root: creates the key object `new_label` in the token
-    /// (default `kms-root-<unix seconds>`), wraps every keyring version with it, and switches
+    /// (default `kms-root-<unix seconds>-<8 random hex digits>`), wraps every keyring version with it, and switches
     /// to it in one store transaction. The previous object stays in the token until
     /// [`Core::destroy_root_key`] removes it.
     pub fn rotate_root_key(&self, new_label: Option<String>) -> Result<RootKeyRotation, Error> {
@@ -396,7 +396,11 @@ impl Core {
             .clone()
             .ok_or(Error::NotInitialized)?;
         let previous = root.key_label();
-        let label = new_label.unwrap_or_else(|| format!("kms-root-{}", now()));
+        // The random part keeps two rotations within one second apart.
+        let label = new_label.unwrap_or_else(|| {
+            let suffix = Uuid::new_v4().simple().to_string();
+            format!("kms-root-{}-{}", now(), &suffix[..8])
+        });
         if label == previous {
             return Err(Error::InvalidRequest(format!(
                 "key_label: {label:?} already wraps the keyring; choose a new label"
@@ -458,7 +462,7 @@ impl Core {
             )));
         }
         if !root.destroy_key(label)? {
-            return Err(Error::NotFound(format!("PKCS#11 key object {label:?}")));
+            return Err(Error::KeyObjectNotFound(label.to_owned()));
         }
         tracing::warn!(key_label = %label, "root key object destroyed");
         Ok(())

@@ -81,6 +81,12 @@ pub enum Error {
     /// No token with that accessor.
     #[error("no token has accessor {0:?}")]
     TokenNotFound(String),
+    /// No PKCS#11 key object has the label.
+    #[error(
+        "PKCS#11 key object {0:?} not found on the token: list the objects with \
+         `pkcs11-tool --list-objects --type secrkey --login`"
+    )]
+    KeyObjectNotFound(String),
     /// No route matched.
     #[error("no endpoint at {0}: see docs/api.md for the routes")]
     NotFound(String),
@@ -167,6 +173,7 @@ impl Error {
             Error::KeyVersionNotFound { .. } => (StatusCode::NOT_FOUND, "key_version_not_found"),
             Error::TokenNotFound(_) => (StatusCode::NOT_FOUND, "token_not_found"),
             Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Error::KeyObjectNotFound(_) => (StatusCode::NOT_FOUND, "key_object_not_found"),
             Error::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Error::AlreadyInitialized => (StatusCode::CONFLICT, "already_initialized"),
             Error::KeyExists(_) => (StatusCode::CONFLICT, "key_exists"),
@@ -245,8 +252,12 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        // Variants that print their source in their own message would repeat it.
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
         source = cause.source();
     }
     text

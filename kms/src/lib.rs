@@ -230,6 +230,9 @@ fn read_shares(threshold: usize) -> Result<Vec<secrecy::SecretString>, Error> {
         return Ok(shares);
     }
     for line in std::io::stdin().lock().lines() {
+        if shares.len() == threshold {
+            break;
+        }
         let line = zeroize::Zeroizing::new(
             line.map_err(|e| Error::io("cannot read shares from standard input", e))?,
         );

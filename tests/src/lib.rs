@@ -16,6 +16,7 @@ use tempfile::TempDir;
 
 pub mod http;
 pub mod share_text;
+pub mod softhsm;
 
 use crate::http::Http;
 
@@ -39,23 +40,119 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// Environment variables that the test environment may set for kmsd and that would change
+/// which root of trust a test daemon uses. Test daemons start without them, and a test sets
+/// them through [`Options::env`].
+pub(crate) const ROOT_OF_TRUST_ENV: [&str; 8] = [
+    "KMS_SEAL",
+    "KMS_PKCS11_MODULE",
+    "KMS_PKCS11_TOKEN_LABEL",
+    "KMS_PKCS11_TOKEN_SERIAL",
+    "KMS_PKCS11_PIN",
+    "KMS_PKCS11_PIN_FILE",
+    "KMS_PKCS11_KEY_LABEL",
+    "SOFTHSM2_CONF",
+];
+
 /// A running `kmsd`.
-#[derive(Debug)]
 pub struct Daemon {
     child: Child,
     data_dir: PathBuf,
     addr: String,
     ca: PathBuf,
     stderr: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("pid", &self.child.id())
+            .field("data_dir", &self.data_dir)
+            .field("addr", &self.addr)
+            .field("ca", &self.ca)
+            .field("stderr", &self.stderr)
+            .field("env", &EnvNames(&self.env))
+            .finish()
+    }
 }
 
 /// Options for starting a daemon beyond the defaults.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Options {
     /// Extra command-line arguments.
     pub args: Vec<String>,
     /// Log filter (`--log-level`); defaults to `info`.
     pub log_level: Option<String>,
+    /// Extra environment variables, such as `KMS_PKCS11_PIN`, for the daemon and for the
+    /// `kmsctl` commands that [`Daemon::kmsctl`] builds. `Debug` prints only their names,
+    /// because a value may be a PIN.
+    pub env: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("args", &self.args)
+            .field("log_level", &self.log_level)
+            .field("env", &EnvNames(&self.env))
+            .finish()
+    }
+}
+
+/// Formats environment variables as their names only.
+struct EnvNames<'a>(&'a [(String, String)]);
+
+impl std::fmt::Debug for EnvNames<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(name, _)| name))
+            .finish()
+    }
+}
+
+/// How a `kmsd` ended that exited before it listened.
+#[derive(Debug)]
+pub struct Exited {
+    /// The exit code, or `None` when a signal ended the process.
+    pub code: Option<i32>,
+    /// Everything the process wrote to stderr.
+    pub stderr: String,
+}
+
+/// Builds a `kmsd` command for `data_dir` with the test defaults and `options`, without its
+/// standard streams set.
+fn kmsd_command(data_dir: &Path, options: &Options) -> Command {
+    let mut command = Command::new(binary("kmsd"));
+    command
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--listen", "127.0.0.1:0", "--workers", "2"])
+        .args([
+            "--log-level",
+            options.log_level.as_deref().unwrap_or("info"),
+        ])
+        .args(&options.args)
+        .env_remove("KMS_CONFIG");
+    for name in ROOT_OF_TRUST_ENV {
+        command.env_remove(name);
+    }
+    command.envs(options.env.iter().map(|(name, value)| (name, value)));
+    command
+}
+
+/// Reads the lines of `stdout` on a thread of its own and sends them to the returned channel,
+/// which disconnects when the stream ends.
+fn stdout_lines(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 impl Daemon {
@@ -69,30 +166,14 @@ impl Daemon {
         std::fs::create_dir_all(data_dir).expect("create data dir");
         let stderr = data_dir.join(format!("kmsd-{}.log", unique_suffix()));
         let stderr_file = std::fs::File::create(&stderr).expect("create stderr log");
-        let mut child = Command::new(binary("kmsd"))
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["--listen", "127.0.0.1:0", "--workers", "2"])
-            .args([
-                "--log-level",
-                options.log_level.as_deref().unwrap_or("info"),
-            ])
-            .args(&options.args)
-            .env_remove("KMS_CONFIG")
+        let mut child = kmsd_command(data_dir, options)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr_file)
             .spawn()
             .expect("start kmsd");
         let stdout = child.stdout.take().expect("kmsd stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = stdout_lines(stdout);
         let mut addr = None;
         let mut ca = None;
         while addr.is_none() || ca.is_none() {
@@ -114,6 +195,48 @@ impl Daemon {
             addr: addr.unwrap_or_default(),
             ca: ca.unwrap_or_default(),
             stderr,
+            env: options.env.clone(),
+        }
+    }
+
+    /// Starts a daemon in `data_dir` that is expected to fail at start, waits for it to exit,
+    /// and returns its exit code and stderr. Panics if it listens instead.
+    pub fn start_expecting_exit(data_dir: &Path, options: &Options) -> Exited {
+        std::fs::create_dir_all(data_dir).expect("create data dir");
+        let stderr = data_dir.join(format!("kmsd-{}.log", unique_suffix()));
+        let stderr_file = std::fs::File::create(&stderr).expect("create stderr log");
+        let mut child = kmsd_command(data_dir, options)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr_file)
+            .spawn()
+            .expect("start kmsd");
+        let rx = stdout_lines(child.stdout.take().expect("kmsd stdout"));
+        loop {
+            match rx.recv_timeout(START_TIMEOUT) {
+                Ok(line) if line.contains("listening on ") => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let log = std::fs::read_to_string(&stderr).unwrap_or_default();
+                    panic!("kmsd started although it was expected to fail; its log:\n{log}");
+                }
+                Ok(_) => {}
+                // The stream ends when the process exits.
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let log = std::fs::read_to_string(&stderr).unwrap_or_default();
+                    panic!(
+                        "kmsd neither listened nor exited within {START_TIMEOUT:?}; its log:\n{log}"
+                    );
+                }
+            }
+        }
+        let status = child.wait().expect("wait for kmsd");
+        Exited {
+            code: status.code(),
+            stderr: std::fs::read_to_string(&stderr).expect("read kmsd stderr"),
         }
     }
 
@@ -152,10 +275,12 @@ impl Daemon {
             .collect()
     }
 
-    /// A `kmsctl` command pointed at this daemon, with no token set.
+    /// A `kmsctl` command pointed at this daemon, with no token set and the environment
+    /// variables of [`Options::env`] that the daemon started with.
     pub fn kmsctl(&self) -> Command {
         let mut command = Command::new(binary("kmsctl"));
         command
+            .envs(self.env.iter().map(|(name, value)| (name, value)))
             .env("KMS_ADDR", &self.addr)
             .env("KMS_CACERT", &self.ca)
             .env_remove("KMS_TOKEN")
@@ -333,7 +458,12 @@ pub fn run_with_input(command: &mut Command, stdin: &[u8]) -> Output {
         .spawn()
         .expect("spawn command");
     let mut input = child.stdin.take().expect("stdin");
-    input.write_all(stdin).expect("write stdin");
+    // A command that fails before it reads its input closes the pipe, which is not an error
+    // of the test: its exit status and stderr tell what happened.
+    match input.write_all(stdin) {
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => panic!("write stdin: {err}"),
+        _ => {}
+    }
     drop(input);
     child.wait_with_output().expect("wait for command")
 }

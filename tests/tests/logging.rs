@@ -26,6 +26,7 @@ async fn assert_log_has_no_secrets(format: &str) {
     let options = Options {
         args: vec!["--log-format".into(), format.into()],
         log_level: Some("trace".into()),
+        ..Options::default()
     };
     let daemon = Daemon::start_with(dir.path(), &options);
     let mut secrets: Vec<(&str, String)> = Vec::new();

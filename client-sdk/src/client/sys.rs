@@ -51,7 +51,8 @@ impl Client {
     /// and a root token. Needs no token.
     ///
     /// A threshold of 1 is rejected unless `allow_single_share` is true. The shares and the
-    /// root token are returned only this once, and the daemon stays sealed afterwards.
+    /// root token are returned only this once. With a Shamir root the daemon stays sealed
+    /// afterwards; with a PKCS#11 root it is unsealed, and the shares are recovery shares.
     pub async fn init(
         &self,
         shares: u8,

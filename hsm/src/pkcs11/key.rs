@@ -88,6 +88,9 @@ pub(super) fn generate(session: &Session, label: &str) -> Result<ObjectHandle, F
         Attribute::Extractable(false),
         // Deriving could produce an extractable key from this one.
         Attribute::Derive(false),
+        // Least privilege: a wrapping key has no use for MACs.
+        Attribute::Sign(false),
+        Attribute::Verify(false),
         Attribute::Encrypt(true),
         Attribute::Decrypt(true),
         Attribute::Wrap(true),

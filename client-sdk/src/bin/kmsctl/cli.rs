@@ -122,7 +122,7 @@ pub enum RootKeyCommand {
     /// Create a new root key object in the token and wrap the keyring with it; the previous
     /// object stays until `remove` (root token only).
     Rotate {
-        /// Label of the new key object [default: kms-root-<unix seconds>].
+        /// Label of the new key object [default: kms-root-<unix seconds>-<8 random hex digits>].
         #[arg(long)]
         label: Option<String>,
     },
