@@ -155,6 +155,21 @@ fn stdout_lines(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> {
     rx
 }
 
+/// Starts `kmsd` in `data_dir` (created if needed) with its stdout piped and its stderr in a
+/// new log file in `data_dir`, and returns the process and the log's path.
+fn spawn_kmsd(data_dir: &Path, options: &Options) -> (Child, PathBuf) {
+    std::fs::create_dir_all(data_dir).expect("create data dir");
+    let stderr = data_dir.join(format!("kmsd-{}.log", unique_suffix()));
+    let stderr_file = std::fs::File::create(&stderr).expect("create stderr log");
+    let child = kmsd_command(data_dir, options)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr_file)
+        .spawn()
+        .expect("start kmsd");
+    (child, stderr)
+}
+
 impl Daemon {
     /// Starts a daemon in `data_dir` (created if needed) with default options.
     pub fn start(data_dir: &Path) -> Daemon {
@@ -163,15 +178,7 @@ impl Daemon {
 
     /// Starts a daemon in `data_dir` with extra options, and waits until it listens.
     pub fn start_with(data_dir: &Path, options: &Options) -> Daemon {
-        std::fs::create_dir_all(data_dir).expect("create data dir");
-        let stderr = data_dir.join(format!("kmsd-{}.log", unique_suffix()));
-        let stderr_file = std::fs::File::create(&stderr).expect("create stderr log");
-        let mut child = kmsd_command(data_dir, options)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr_file)
-            .spawn()
-            .expect("start kmsd");
+        let (mut child, stderr) = spawn_kmsd(data_dir, options);
         let stdout = child.stdout.take().expect("kmsd stdout");
         let rx = stdout_lines(stdout);
         let mut addr = None;
@@ -202,15 +209,7 @@ impl Daemon {
     /// Starts a daemon in `data_dir` that is expected to fail at start, waits for it to exit,
     /// and returns its exit code and stderr. Panics if it listens instead.
     pub fn start_expecting_exit(data_dir: &Path, options: &Options) -> Exited {
-        std::fs::create_dir_all(data_dir).expect("create data dir");
-        let stderr = data_dir.join(format!("kmsd-{}.log", unique_suffix()));
-        let stderr_file = std::fs::File::create(&stderr).expect("create stderr log");
-        let mut child = kmsd_command(data_dir, options)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr_file)
-            .spawn()
-            .expect("start kmsd");
+        let (mut child, stderr) = spawn_kmsd(data_dir, options);
         let rx = stdout_lines(child.stdout.take().expect("kmsd stdout"));
         loop {
             match rx.recv_timeout(START_TIMEOUT) {
