@@ -1,6 +1,7 @@
 //! Throughput of the file format at the default segment size (64 KiB).
 //!
-//! `stream/*` runs the sync adapters on one thread, between memory buffers. `file/*` runs
+//! `stream/*` runs the sync adapters between memory buffers, on one thread, and as one stream
+//! per core over equal parts of the input. `file/*` runs
 //! `encrypt_file` and `decrypt_file` on every core, with files in the temporary folder
 //! (`TMPDIR`). Those numbers include reading the input, writing and syncing the output, and the
 //! rename, so they depend on the storage under `TMPDIR`. Run with
@@ -51,6 +52,30 @@ fn stream_benches(c: &mut Criterion) {
                     .expect("the default options are valid");
             writer.write_all(black_box(&plaintext)).expect("sink");
             writer.finish().expect("sink");
+        });
+    });
+    // Independent streams on every core, between memory buffers: the scaling of the cipher
+    // without the storage under the file functions.
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    group.bench_function("encrypt, all cores", |b| {
+        b.iter(|| {
+            std::thread::scope(|scope| {
+                for part in plaintext.chunks(LEN.div_ceil(cores)) {
+                    let key = &key;
+                    scope.spawn(move || {
+                        let mut writer = EncryptingWriter::new(
+                            io::sink(),
+                            key,
+                            &context(),
+                            vec![],
+                            EncryptOptions::new(),
+                        )
+                        .expect("the default options are valid");
+                        writer.write_all(black_box(part)).expect("sink");
+                        writer.finish().expect("sink");
+                    });
+                }
+            });
         });
     });
     group.bench_function("decrypt, 1 thread", |b| {

@@ -36,6 +36,8 @@ pub mod cache;
 mod client;
 mod error;
 pub mod field;
+#[cfg(unix)]
+pub mod folder;
 mod retry;
 pub mod stream;
 mod types;
