@@ -375,10 +375,12 @@ pub enum ShareError {
     #[error("share checksum does not match, so the share text has a typo; retype it carefully")]
     Checksum,
 
-    /// The share belongs to a different split of the root key.
+    /// The share belongs to a different split of the root key. The message names only the
+    /// share's own set, because the expected set id would let anyone forge well-formed shares
+    /// that take up unseal progress.
     #[error(
-        "share belongs to share set {found}, but this service expects share set {expected}; \
-         provide a share from set {expected}"
+        "share belongs to share set {found}, which is not the set of this service: provide a \
+         share from this service's init"
     )]
     ForeignShare {
         /// Set id the service expects.

@@ -221,7 +221,15 @@ pub fn caller_from_row(row: &TokenRow, hash: &[u8; 32], now: i64) -> Result<Call
 // TODO: share revocations between nodes once several kmsd processes share one database.
 #[derive(Default)]
 pub struct TokenCache {
-    entries: Mutex<HashMap<[u8; 32], Caller>>,
+    entries: Mutex<CacheEntries>,
+}
+
+#[derive(Default)]
+struct CacheEntries {
+    callers: HashMap<[u8; 32], Caller>,
+    /// Counts revocations, so that a lookup that read its row before a revocation does not
+    /// cache the revoked token after the revocation cleared it.
+    revocations: u64,
 }
 
 impl fmt::Debug for TokenCache {
@@ -234,35 +242,52 @@ impl TokenCache {
     /// Returns the cached caller for `hash` if it has not expired at `now`.
     pub fn get(&self, hash: &[u8; 32], now: i64) -> Option<Caller> {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        let caller = entries.get(hash)?.clone();
+        let caller = entries.callers.get(hash)?.clone();
         if caller.expires_at.is_some_and(|t| t <= now) {
-            entries.remove(hash);
+            entries.callers.remove(hash);
             return None;
         }
         Some(caller)
     }
 
-    /// Caches a caller.
-    pub fn insert(&self, hash: [u8; 32], caller: Caller) {
-        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if entries.len() >= TOKEN_CACHE_CAPACITY {
-            entries.clear();
-        }
-        entries.insert(hash, caller);
+    /// Returns the revocation count, to pass to [`TokenCache::insert`] after reading the
+    /// token's row.
+    pub fn revocations(&self) -> u64 {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .revocations
     }
 
-    /// Drops the entry of the token with `accessor`.
+    /// Caches a caller whose row was read after [`TokenCache::revocations`] returned
+    /// `revocations`. Nothing is cached when a revocation happened since, because the row may
+    /// be stale.
+    pub fn insert(&self, hash: [u8; 32], caller: Caller, revocations: u64) {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if entries.revocations != revocations {
+            return;
+        }
+        if entries.callers.len() >= TOKEN_CACHE_CAPACITY {
+            entries.callers.clear();
+        }
+        entries.callers.insert(hash, caller);
+    }
+
+    /// Drops the entry of the token with `accessor`, and keeps lookups in flight from caching
+    /// it again.
     pub fn remove_accessor(&self, accessor: &str) {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        entries.retain(|_, caller| caller.accessor != accessor);
+        entries.revocations += 1;
+        entries
+            .callers
+            .retain(|_, caller| caller.accessor != accessor);
     }
 
     /// Drops every entry.
     pub fn clear(&self) {
-        self.entries
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries.revocations += 1;
+        entries.callers.clear();
     }
 }
 
@@ -322,5 +347,20 @@ mod tests {
         assert_eq!(hash_token(token.secret.expose_secret()), token.hash);
         assert_eq!(token.accessor.len(), 24);
         assert!(!format!("{token:?}").contains(token.secret.expose_secret()));
+    }
+
+    #[test]
+    fn cache_skips_rows_read_before_a_revocation() {
+        let cache = TokenCache::default();
+        let hash = [7u8; 32];
+        let before = cache.revocations();
+
+        // A lookup read the row, then the token was revoked before the lookup cached it.
+        cache.remove_accessor("a");
+        cache.insert(hash, caller(Vec::new()), before);
+        assert!(cache.get(&hash, 0).is_none());
+
+        cache.insert(hash, caller(Vec::new()), cache.revocations());
+        assert!(cache.get(&hash, 0).is_some());
     }
 }

@@ -201,6 +201,11 @@ impl Core {
         Ok(self.status())
     }
 
+    /// Returns whether the daemon runs with a PKCS#11 root, which unseals without shares.
+    pub fn unseals_with_token(&self) -> bool {
+        matches!(self.root, RootSetting::Pkcs11(_))
+    }
+
     fn is_unsealed(&self) -> bool {
         self.keyring
             .read()

@@ -102,6 +102,9 @@ pub enum Error {
     /// Two writers raced on the same state.
     #[error("conflict: {0}; retry the request")]
     Conflict(&'static str),
+    /// The request body did not arrive in time.
+    #[error("the request body did not arrive within {0} s: send it at once")]
+    BodyTimeout(u64),
     /// The body exceeds the size limit.
     #[error("request body exceeds the limit of {0} bytes")]
     PayloadTooLarge(usize),
@@ -180,6 +183,7 @@ impl Error {
             Error::KeyDisabled(_) => (StatusCode::CONFLICT, "key_disabled"),
             Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Error::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Error::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             Error::Sealed | Error::SealedUninitialized => {
                 (StatusCode::SERVICE_UNAVAILABLE, "sealed")
             }

@@ -681,3 +681,40 @@ async fn request_id_header_matches_error_body() {
     assert_eq!(ok_id.len(), 32);
     assert!(ok_id.bytes().all(|b| b.is_ascii_hexdigit()));
 }
+
+/// A token pasted where an accessor belongs is rejected without being repeated, and reaches
+/// neither the audit log nor the daemon log.
+#[tokio::test]
+async fn token_in_path_is_redacted() {
+    let dir = data_dir();
+    let options = Options {
+        log_level: Some("trace".into()),
+        ..Options::default()
+    };
+    let daemon = Daemon::start_with(dir.path(), &options);
+    let init = daemon.init_unsealed().await;
+    let token = init.root_token.expose_secret();
+    let http = daemon.http();
+
+    let replies = [
+        http.get(&format!("/v1/tokens/{token}"), Some(token)).await,
+        http.post(
+            &format!("/v1/tokens/{token}/revoke"),
+            Some(token),
+            &json!({}),
+        )
+        .await,
+    ];
+    for reply in replies {
+        let message = reply.assert_error(400, "invalid_request");
+        assert!(!message.contains(token), "the error repeats the token");
+    }
+
+    let log = std::fs::read_to_string(daemon.audit_path()).expect("read audit log");
+    assert!(!log.contains(token), "the audit log contains the token");
+    assert!(log.contains("/v1/tokens/kmst_[redacted]"), "{log}");
+    assert!(
+        !daemon.log().contains(token),
+        "the daemon log contains the token"
+    );
+}

@@ -270,15 +270,17 @@ async fn seal_then_unseal_with_token() {
         "sealed",
     );
 
-    // No token and no share: the daemon unwraps its keyring with the PKCS#11 token.
-    let anonymous = daemon.client(None);
-    let status = anonymous.unseal_with_token().await.expect("unseal");
+    // No share: the daemon unwraps its keyring with the PKCS#11 token, for the root token only,
+    // so that nobody else can undo an emergency seal.
+    let reply = daemon.http().post("/v1/sys/unseal", None, &json!({})).await;
+    reply.assert_error(401, "unauthenticated");
+    let status = root.unseal_with_token().await.expect("unseal");
     assert!(!status.sealed);
     assert_eq!(status.progress, 0);
     assert_decrypts(&root, &data_key, "data key after seal and unseal").await;
 
     // Unsealing an unsealed daemon changes nothing.
-    let status = anonymous.unseal_with_token().await.expect("second unseal");
+    let status = root.unseal_with_token().await.expect("second unseal");
     assert!(!status.sealed);
     assert_decrypts(&root, &data_key, "data key after a second unseal").await;
 
@@ -338,7 +340,7 @@ async fn unseal_rejects_shares_in_hsm_mode() {
         stderr(&output)
     );
 
-    let status = client.unseal_with_token().await.expect("unseal");
+    let status = root.unseal_with_token().await.expect("unseal");
     assert!(!status.sealed);
 }
 
@@ -918,7 +920,7 @@ async fn root_key_endpoints_need_root_and_a_token() {
     );
     assert_api_error(shamir_root.reconnect_hsm().await, 400, "invalid_request");
     assert_api_error(
-        shamir.client(None).unseal_with_token().await,
+        shamir_root.unseal_with_token().await,
         400,
         "invalid_request",
     );
@@ -975,7 +977,7 @@ async fn kmsctl_manages_the_hsm_root_key() {
     // Seal, then unseal without a share: for a PKCS#11 root, kmsctl reads no share from stdin.
     let output = kmsctl(&daemon, Some(&token), &["operator", "seal"]);
     assert_eq!(stdout(&output), "sealed\n", "{}", stderr(&output));
-    let output = kmsctl(&daemon, None, &["operator", "unseal"]);
+    let output = kmsctl(&daemon, Some(&token), &["operator", "unseal"]);
     assert_eq!(stdout(&output), "unsealed\n", "{}", stderr(&output));
 
     let mut generate_root = daemon.kmsctl();

@@ -390,7 +390,9 @@ mod tests {
                 found: OTHER_SET_ID
             }
         );
-        assert!(error.to_string().contains("0807060504030201"));
+        assert!(error.to_string().contains(&OTHER_SET_ID.to_string()));
+        // The expected set id would let anyone forge shares that take up unseal progress.
+        assert!(!error.to_string().contains(&SET_ID.to_string()));
         assert_eq!(progress.count(), 1);
     }
 

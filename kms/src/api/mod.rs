@@ -32,6 +32,10 @@ use crate::error::{Error, ErrorInfo, InternalCause};
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Largest plaintext accepted by the encrypt endpoint, in bytes.
 pub const MAX_PLAINTEXT_BYTES: usize = 4096;
+/// Prefix of every token; path segments with it are redacted from logs and audit records.
+pub const TOKEN_PREFIX: &str = "kmst_";
+/// How long a request body may take to arrive.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Longest key name.
 pub const MAX_KEY_NAME_LEN: usize = 128;
 
@@ -131,13 +135,16 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
                         .to_owned(),
                 ));
             }
-            let bytes = bytes.await.map_err(|err| {
-                if err.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
-                    Error::PayloadTooLarge(MAX_BODY_BYTES)
-                } else {
-                    Error::InvalidRequest("the request body could not be read".to_owned())
-                }
-            })?;
+            let bytes = tokio::time::timeout(BODY_TIMEOUT, bytes)
+                .await
+                .map_err(|_| Error::BodyTimeout(BODY_TIMEOUT.as_secs()))?
+                .map_err(|err| {
+                    if err.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
+                        Error::PayloadTooLarge(MAX_BODY_BYTES)
+                    } else {
+                        Error::InvalidRequest("the request body could not be read".to_owned())
+                    }
+                })?;
             parse_body(&bytes).map(Json)
         })
     }
@@ -216,6 +223,21 @@ fn new_request_id() -> String {
     id.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Replaces each path segment that starts like a token, so that a token pasted where an
+/// accessor belongs reaches neither the log nor the audit record.
+fn redact_tokens(path: &str) -> String {
+    path.split('/')
+        .map(|segment| {
+            if segment.starts_with(TOKEN_PREFIX) {
+                "kmst_[redacted]"
+            } else {
+                segment
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 fn truncate(text: &str, max: usize) -> String {
     let mut end = text.len().min(max);
     while !text.is_char_boundary(end) {
@@ -232,11 +254,15 @@ async fn request_context(
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let request_id = new_request_id();
     let method = req.method().to_string();
-    let path = truncate(req.path(), 256);
+    let path = redact_tokens(&truncate(req.path(), 256));
     let span = tracing::info_span!("request", %request_id, %method, %path);
-    finish_request(req, next, request_id, method, path)
-        .instrument(span)
+    // The request runs as its own task, so that it finishes and writes its audit record even
+    // when the client drops the connection: blocking store work that changed state keeps
+    // running on the blocking pool either way.
+    let task = finish_request(req, next, request_id, method, path).instrument(span);
+    actix_web::rt::spawn(task)
         .await
+        .map_err(|_| actix_web::error::ErrorInternalServerError("the request task failed"))?
 }
 
 async fn finish_request(
@@ -418,12 +444,16 @@ impl FromRequest for Caller {
                 note(&req, |f| f.accessor = Some(caller.accessor.clone()));
                 return Ok(caller);
             }
+            let revocations = state.core.token_cache().revocations();
             let lookup = Arc::clone(&state);
             let row = blocking(move || lookup.core.store().token_by_hash(&hash)).await?;
             let row = row.ok_or(Error::Unauthenticated("unknown token: check KMS_TOKEN"))?;
             note(&req, |f| f.accessor = Some(row.accessor.clone()));
             let caller = auth::caller_from_row(&row, &hash, now)?;
-            state.core.token_cache().insert(hash, caller.clone());
+            state
+                .core
+                .token_cache()
+                .insert(hash, caller.clone(), revocations);
             Ok(caller)
         })
     }

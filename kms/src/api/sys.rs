@@ -113,6 +113,7 @@ struct UnsealRequest {
 }
 
 async fn unseal(
+    req: actix_web::HttpRequest,
     state: web::Data<AppState>,
     body: Json<UnsealRequest>,
 ) -> Result<HttpResponse, Error> {
@@ -128,7 +129,17 @@ async fn unseal(
             result?
         }
         // A daemon with a PKCS#11 root, sealed by `operator seal`, unseals with its token.
-        (None, false) => blocking(move || state.core.unseal_with_token()).await?,
+        // It needs the root token, so that nobody else can undo an emergency seal.
+        (None, false) => {
+            if !state.core.unseals_with_token() {
+                return Err(Error::InvalidRequest(
+                    "give exactly one of share and reset: true".to_owned(),
+                ));
+            }
+            let caller = <Caller as actix_web::FromRequest>::extract(&req).await?;
+            caller.require_root("unseal with the PKCS#11 token")?;
+            blocking(move || state.core.unseal_with_token()).await?
+        }
         (Some(_), true) => {
             return Err(Error::InvalidRequest(
                 "give exactly one of share and reset: true".to_owned(),

@@ -130,6 +130,7 @@ async fn lookup(
     path: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
     let accessor = path.into_inner();
+    check_accessor(&accessor)?;
     if accessor != caller.accessor {
         caller.require_root("look up other tokens")?;
     }
@@ -145,6 +146,7 @@ async fn revoke(
     path: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
     let accessor = path.into_inner();
+    check_accessor(&accessor)?;
     if accessor != caller.accessor {
         caller.require_root("revoke other tokens")?;
     }
@@ -155,4 +157,16 @@ async fn revoke(
     state.core.token_cache().remove_accessor(&accessor);
     tracing::info!(%accessor, "token revoked");
     Ok(HttpResponse::Ok().json(TokenView::from(&row)))
+}
+
+/// Rejects a token given where its accessor belongs, without repeating it.
+fn check_accessor(accessor: &str) -> Result<(), Error> {
+    if accessor.starts_with(super::TOKEN_PREFIX) {
+        return Err(Error::InvalidRequest(
+            "accessor: this is a token, not an accessor; pass the accessor that `token create` \
+             printed, and revoke this token now because it was sent in a URL"
+                .to_owned(),
+        ));
+    }
+    Ok(())
 }
