@@ -90,7 +90,7 @@ pub fn validate_policy(rules: &[PolicyRule]) -> Result<(), Error> {
         }
         for pattern in &rule.keys {
             let stem = pattern.strip_suffix('*').unwrap_or(pattern);
-            let valid_stem = stem.is_empty() || crate::api::valid_key_name_prefix(stem);
+            let valid_stem = pattern == "*" || crate::api::valid_key_name_prefix(stem);
             if !valid_stem || stem.contains('*') {
                 return Err(Error::InvalidRequest(format!(
                     "policy[{i}].keys: {pattern:?} is not a key name optionally ending in '*'"
@@ -362,5 +362,14 @@ mod tests {
 
         cache.insert(hash, caller(Vec::new()), cache.revocations());
         assert!(cache.get(&hash, 0).is_some());
+    }
+
+    #[test]
+    fn empty_key_pattern_is_rejected() {
+        let rule = PolicyRule {
+            keys: vec![String::new()],
+            operations: vec![Operation::Generate],
+        };
+        assert!(validate_policy(&[rule]).is_err());
     }
 }
