@@ -15,6 +15,7 @@ use client_sdk::{Client, ClientBuilder, RetryPolicy, Status};
 use tempfile::TempDir;
 
 pub mod http;
+pub mod postgres;
 pub mod share_text;
 pub mod softhsm;
 

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use client_sdk::stream::{self, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, RecoveryRecipient};
 use client_sdk::{Context, DataKeySize, Operation, PolicyRule};
 
 use crate::messages;
@@ -87,6 +88,32 @@ pub fn parse_data_key_size(text: &str) -> Result<DataKeySize, String> {
         .ok()
         .and_then(|bytes| DataKeySize::try_from(bytes).ok())
         .ok_or_else(messages::data_key_size_invalid)
+}
+
+/// Parses a segment size in bytes, with an optional `KiB` or `MiB` suffix, within the limits
+/// of the file format.
+pub fn parse_segment_size(text: &str) -> Result<u32, String> {
+    let (digits, unit) = if let Some(number) = text.strip_suffix("MiB") {
+        (number, 1024 * 1024)
+    } else if let Some(number) = text.strip_suffix("KiB") {
+        (number, 1024)
+    } else {
+        (text, 1)
+    };
+    let size = digits
+        .parse::<u32>()
+        .ok()
+        .and_then(|number| number.checked_mul(unit))
+        .ok_or_else(messages::segment_size_invalid)?;
+    if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&size) {
+        return Err(messages::segment_size_out_of_range(size));
+    }
+    Ok(size)
+}
+
+/// Parses an `age1...` recovery recipient. The error never shows a secret identity back.
+pub fn parse_recipient(text: &str) -> Result<RecoveryRecipient, String> {
+    stream::parse_recipient(text).map_err(|err| messages::recipient_invalid(&err))
 }
 
 #[cfg(test)]

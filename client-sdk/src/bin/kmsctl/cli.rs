@@ -8,6 +8,14 @@ use client_sdk::{DEFAULT_ADDR, DataKeySize, PolicyRule};
 
 use crate::args::{ContextPair, parse_context_pair, parse_data_key_size, parse_policy, parse_ttl};
 
+mod client_side;
+
+pub use client_side::{
+    BackupCommand, BackupDecryptArgs, BackupEncryptArgs, BackupInputArgs, BackupVerifyArgs,
+    FieldBindingArgs, FieldCommand, FieldDecryptArgs, FieldEncryptArgs, FileCommand,
+    FileDecryptArgs, FileEncryptArgs, KeySourceArgs, RecoveryCommand, SealArgs,
+};
+
 /// Command-line client for kmsd, the envelope-encryption key management service.
 ///
 /// Exit status: 0 on success, 1 when an operation fails, 2 on a usage error.
@@ -71,6 +79,22 @@ pub enum Command {
     /// Create, look up and revoke tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+
+    /// Encrypt and decrypt files of any size under a new data key from kmsd, on every core.
+    #[command(subcommand)]
+    File(FileCommand),
+
+    /// Encrypt, decrypt, verify, inspect and rewrap backup streams, such as pg_dump output.
+    #[command(subcommand)]
+    Backup(BackupCommand),
+
+    /// Create offline recovery keys, which decrypt files and backups with no kmsd at all.
+    #[command(subcommand)]
+    Recovery(RecoveryCommand),
+
+    /// Encrypt and decrypt single values, such as a database field, from scripts.
+    #[command(subcommand)]
+    Field(FieldCommand),
 }
 
 #[derive(Debug, Subcommand)]

@@ -14,6 +14,14 @@ use crate::messages::{self, CliError};
 /// Largest plaintext that the encrypt endpoint accepts.
 pub const MAX_PLAINTEXT: usize = 4096;
 
+/// Largest field value that `kmsctl field` reads. Field values are single database values;
+/// larger data belongs in `kmsctl file encrypt`.
+pub const MAX_FIELD_VALUE: usize = 1024 * 1024;
+
+/// Longest encrypted field value read: the largest plaintext in base64, with room for the
+/// header and a wrapped data key.
+const MAX_FIELD_TEXT: usize = MAX_FIELD_VALUE / 3 * 4 + 64 * 1024;
+
 /// Capacity of the buffer for a share line read from stdin. Shares are a few hundred bytes, and
 /// a buffer allocated once at this size does not reallocate and leave a copy behind.
 const SHARE_BUFFER: usize = 4096;
@@ -35,6 +43,67 @@ pub fn read_plaintext(path: Option<&Path>) -> Result<Zeroizing<Vec<u8>>, CliErro
             input,
             max: MAX_PLAINTEXT,
         })
+}
+
+/// Returns the value given as an argument, or reads at most [`MAX_FIELD_VALUE`] raw bytes from
+/// stdin when the argument is `None` or `-`.
+pub fn read_value(argument: Option<&str>) -> Result<Zeroizing<Vec<u8>>, CliError> {
+    let (input, value) = match argument {
+        Some(value) if value != "-" => {
+            let value = Zeroizing::new(value.as_bytes().to_vec());
+            ("the VALUE argument", Some(value))
+        }
+        _ => {
+            let value = read_bounded(io::stdin().lock(), MAX_FIELD_VALUE).map_err(|source| {
+                CliError::ReadInput {
+                    input: "stdin".into(),
+                    source,
+                }
+            })?;
+            ("stdin", value)
+        }
+    };
+    value
+        .filter(|value| value.len() <= MAX_FIELD_VALUE)
+        .ok_or(CliError::InputTooLong {
+            input: input.to_owned(),
+            max: MAX_FIELD_VALUE,
+        })
+}
+
+/// Returns the encrypted field value given as an argument, or read from stdin when the
+/// argument is `None` or `-`, without surrounding whitespace.
+pub fn read_field_value(argument: Option<&str>) -> Result<String, CliError> {
+    let (input, text) = match argument {
+        Some(value) if value != "-" => ("the VALUE argument".to_owned(), value.to_owned()),
+        _ => {
+            let read_error = |source| CliError::ReadInput {
+                input: "stdin".into(),
+                source,
+            };
+            let bytes = read_bounded(io::stdin().lock(), MAX_FIELD_TEXT)
+                .map_err(read_error)?
+                .ok_or(CliError::InputTooLong {
+                    input: "stdin".into(),
+                    max: MAX_FIELD_TEXT,
+                })?;
+            // Invalid UTF-8 cannot be a value; the decoder then names what is wrong with it.
+            (
+                "stdin".to_owned(),
+                String::from_utf8_lossy(&bytes).into_owned(),
+            )
+        }
+    };
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(CliError::EmptyInput { input });
+    }
+    Ok(text.to_owned())
+}
+
+/// Decodes standard base64 given in an option, such as a data key's ciphertext.
+pub fn decode_base64(input: &str, text: &str) -> Result<Vec<u8>, CliError> {
+    decode_ciphertext(input, text)
 }
 
 /// Reads up to `max` bytes into a buffer that never reallocates; `None` when there is more.

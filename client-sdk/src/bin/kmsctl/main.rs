@@ -9,6 +9,8 @@ mod commands;
 mod input;
 mod messages;
 mod output;
+mod progress;
+mod stream_io;
 
 use std::process::ExitCode;
 

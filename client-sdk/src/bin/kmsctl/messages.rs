@@ -3,9 +3,11 @@
 
 use std::error::Error as StdError;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use client_sdk::Error as SdkError;
+use client_sdk::field::Error as FieldError;
+use client_sdk::stream::Error as StreamError;
 use rustls::CertificateError;
 
 // Usage errors. clap prints them after "invalid value 'VALUE' for '--flag'", so they do not
@@ -54,6 +56,30 @@ pub fn ttl_too_long() -> String {
 
 pub fn data_key_size_invalid() -> String {
     "expected 16, 24 or 32".to_owned()
+}
+
+pub fn segment_size_invalid() -> String {
+    "expected a number of bytes, optionally followed by KiB or MiB, such as 1MiB".to_owned()
+}
+
+pub fn segment_size_out_of_range(size: u32) -> String {
+    format!("{size} bytes is out of range: give 4KiB (4096) to 16MiB (16777216)")
+}
+
+/// Formats the SDK's message, which shows a recipient back but never a secret identity.
+pub fn recipient_invalid(err: &StreamError) -> String {
+    format!("{err}; `kmsctl recovery keygen` prints one")
+}
+
+pub fn field_key_missing() -> String {
+    "give --key NAME for a new data key, or --data-key BASE64 for a stored one".to_owned()
+}
+
+pub fn deterministic_needs_data_key() -> String {
+    "--deterministic needs --data-key: values come out equal only under one data key, and \
+     --key makes a new data key for every value; create a stored data key with `kmsctl \
+     datakey generate NAME --no-plaintext` and pass its ciphertext with --data-key"
+        .to_owned()
 }
 
 // Warnings.
@@ -110,6 +136,65 @@ pub enum CliError {
 
     #[error("cannot start the async runtime")]
     Runtime(#[source] io::Error),
+
+    /// Boxed, because the format's error is several times larger than the other variants.
+    #[error(transparent)]
+    Stream(Box<StreamError>),
+
+    #[error(transparent)]
+    Field(#[from] FieldError),
+
+    #[error("kmsd could not unwrap the file key of {input}")]
+    KeySlotRejected {
+        input: String,
+        #[source]
+        source: SdkError,
+    },
+
+    #[error("{input} is not a regular file")]
+    NotAFile { input: String },
+
+    #[error("{input} has no kmsd key slot")]
+    NoKmsSlot { input: String },
+
+    #[error("kmsd returned the data key without its plaintext")]
+    MissingPlaintext,
+
+    #[error("cannot read the identity file {}", path.display())]
+    ReadIdentity {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("invalid identity file {}", path.display())]
+    IdentityFile {
+        path: PathBuf,
+        #[source]
+        source: Box<StreamError>,
+    },
+
+    #[error("{} already exists", path.display())]
+    OutputExists { path: PathBuf },
+
+    #[error("cannot write {}", path.display())]
+    WriteFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("stdout is a terminal, and {what} is never written to a terminal")]
+    StdoutIsTerminal { what: &'static str },
+
+    #[error("the value is in compact form and references the stored data key {key_ref}")]
+    CompactValue { key_ref: String },
+}
+
+impl From<StreamError> for CliError {
+    fn from(err: StreamError) -> Self {
+        CliError::Stream(Box::new(err))
+    }
 }
 
 /// Prints `error: ...` and, when there is a fix to suggest, `hint: ...` to stderr.
@@ -152,7 +237,84 @@ fn hint(err: &CliError) -> Option<String> {
             Some("type one share at the prompt, or pipe it as one line on stdin".into())
         }
         CliError::ReadInput { .. } | CliError::WriteOutput(_) | CliError::Runtime(_) => None,
+        CliError::Stream(stream) => stream_hint(stream),
+        CliError::Field(field) => field_hint(field),
+        CliError::KeySlotRejected { source, .. } => key_slot_hint(source),
+        CliError::NotAFile { .. } => Some(
+            "`kmsctl file` works on regular files; stream pipes and devices through `kmsctl \
+             backup encrypt` and `backup decrypt`"
+                .into(),
+        ),
+        CliError::NoKmsSlot { .. } => {
+            Some("decrypt it with --identity and the identity file of its recovery key".into())
+        }
+        CliError::MissingPlaintext => Some(
+            "check that kmsctl and kmsd have the same version (kmsctl --version, operator status)"
+                .into(),
+        ),
+        CliError::ReadIdentity { .. } => {
+            Some("pass the identity file that `kmsctl recovery keygen` wrote".into())
+        }
+        CliError::OutputExists { .. } => {
+            Some("choose another path, or move the existing file away first".into())
+        }
+        CliError::StdoutIsTerminal { .. } => {
+            Some("redirect stdout to a file or a pipe, or pass -o FILE".into())
+        }
+        CliError::CompactValue { .. } => {
+            Some("pass the ciphertext of that stored data key with --data-key, as base64".into())
+        }
+        CliError::IdentityFile { .. } | CliError::WriteFile { .. } => None,
     }
+}
+
+fn stream_hint(err: &StreamError) -> Option<String> {
+    let hint = match err {
+        StreamError::ContextMismatch => {
+            "`kmsctl backup inspect -i FILE` shows the stored context; pass exactly those pairs, \
+             or leave out --context"
+        }
+        StreamError::NoRecoverySlot | StreamError::NoMatchingIdentity { .. } => {
+            "leave out --identity to unwrap the kmsd key slot instead"
+        }
+        StreamError::BadMagic { .. } | StreamError::TruncatedHeader => {
+            "pass a file written by `kmsctl file encrypt` or `kmsctl backup encrypt`"
+        }
+        StreamError::SlotAreaFull { .. } => {
+            "decrypt the file and encrypt it again, which reserves room for the new slots"
+        }
+        _ => return None,
+    };
+    Some(hint.to_owned())
+}
+
+fn field_hint(err: &FieldError) -> Option<String> {
+    let hint = match err {
+        FieldError::AuthenticationFailed { .. } => {
+            "pass the --field and --record-id that were given at encryption"
+        }
+        FieldError::UnknownPrefix
+        | FieldError::InvalidBase64
+        | FieldError::Truncated { .. }
+        | FieldError::UnknownForm { .. } => {
+            "pass the value exactly as `kmsctl field encrypt` printed it"
+        }
+        _ => return None,
+    };
+    Some(hint.to_owned())
+}
+
+/// Returns the hint for a key slot that kmsd rejected. A rejection most often means a changed
+/// header, so the API's usual hint about the --context pairs would mislead.
+fn key_slot_hint(err: &SdkError) -> Option<String> {
+    if err.code() == Some("decryption_failed") {
+        return Some(
+            "the stored context or the key slot was altered: decrypt with --identity if the file \
+             has a recovery slot, or restore an intact copy"
+                .into(),
+        );
+    }
+    sdk_hint(err)
 }
 
 fn sdk_hint(err: &SdkError) -> Option<String> {

@@ -5,7 +5,7 @@ use clap::error::ErrorKind;
 use client_sdk::{DataKeySize, Operation};
 
 use super::*;
-use crate::cli::{Cli, Command, DatakeyCommand, Format, TokenCommand};
+use crate::cli::{BackupCommand, Cli, Command, DatakeyCommand, Format, TokenCommand};
 
 fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
     Cli::try_parse_from(std::iter::once("kmsctl").chain(args.iter().copied()))
@@ -199,4 +199,71 @@ fn unknown_format_is_usage_error() {
 fn cli_definition_is_consistent() {
     use clap::CommandFactory as _;
     Cli::command().debug_assert();
+}
+
+#[test]
+fn segment_size_accepts_bytes_and_units() {
+    assert_eq!(parse_segment_size("4096"), Ok(4096));
+    assert_eq!(parse_segment_size("64KiB"), Ok(65_536));
+    assert_eq!(parse_segment_size("16MiB"), Ok(16_777_216));
+}
+
+#[test]
+fn segment_size_rejects_bad_values() {
+    for text in [
+        "4095",
+        "0KiB",
+        "17MiB",
+        "4294967295MiB",
+        "1.5MiB",
+        "64kb",
+        "64 KiB",
+        "",
+    ] {
+        assert!(parse_segment_size(text).is_err(), "{text:?} was accepted");
+    }
+    assert_eq!(
+        parse_segment_size("3KiB"),
+        Err("3072 bytes is out of range: give 4KiB (4096) to 16MiB (16777216)".to_owned())
+    );
+}
+
+#[test]
+fn recipient_error_never_shows_secret_identity() {
+    let secret = "AGE-SECRET-KEY-1GQ9778VQXMMJVE8SK7J6VT8UJ4HDQAJUVSFCWCM02D8GEWQ72PVQ2Y5J33";
+    let err = parse_recipient(secret).unwrap_err();
+    assert!(!err.contains("GQ9778"), "{err}");
+    assert!(err.contains("AGE-SECRET-KEY-<redacted>"), "{err}");
+}
+
+#[test]
+fn file_encrypt_requires_key() {
+    let err = parse(&["file", "encrypt", "in", "out"]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::MissingRequiredArgument);
+}
+
+#[test]
+fn field_encrypt_needs_one_key_source() {
+    let err = parse(&["field", "encrypt", "--key", "k", "--data-key", "AAAA", "v"]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ArgumentConflict);
+    let err = parse(&["field", "encrypt", "v"]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::MissingRequiredArgument);
+    assert!(parse(&["field", "encrypt", "--data-key", "AAAA", "v"]).is_ok());
+}
+
+#[test]
+fn backup_decrypt_takes_short_flags() {
+    let cli = parse(&["backup", "decrypt", "-i", "dump.kmsf", "-o", "dump.sql"]).unwrap();
+    let Command::Backup(BackupCommand::Decrypt(args)) = cli.command else {
+        panic!("parsed as another command");
+    };
+    assert_eq!(
+        args.input.as_deref(),
+        Some(std::path::Path::new("dump.kmsf"))
+    );
+    assert_eq!(
+        args.output.as_deref(),
+        Some(std::path::Path::new("dump.sql"))
+    );
+    assert_eq!(args.key.identity, None);
 }

@@ -1,57 +1,95 @@
 //! One module per command group; each runs a parsed command and prints its result.
 
+mod backup;
 mod datakey;
+mod field;
+mod file;
+mod file_key;
 mod key;
 mod operator;
 mod payload;
+mod recovery;
 mod token;
+
+use std::path::PathBuf;
 
 use clap::CommandFactory as _;
 use clap::error::ErrorKind;
 use client_sdk::secrecy::SecretString;
 use client_sdk::{Client, ClientBuilder, Context};
 
-use crate::args::collect_context;
+use crate::args::{ContextPair, collect_context};
 use crate::cli::{Cli, Command, ContextArgs, Format};
 use crate::messages::{self, CliError};
 
-/// Builds the client from the global flags and runs the command.
+/// Runs the command, with a client built from the global flags when the command needs kmsd.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
-    let client = build_client(&cli)?;
-    let format = cli.format;
-    match cli.command {
-        Command::Operator(command) => operator::run(&client, format, command).await,
-        Command::Key(command) => key::run(&client, format, command).await,
-        Command::Datakey(command) => datakey::run(&client, format, command).await,
-        Command::Encrypt(args) => payload::encrypt(&client, format, args).await,
-        Command::Decrypt(args) => payload::decrypt(&client, format, args).await,
-        Command::Rewrap(args) => payload::rewrap(&client, format, args).await,
-        Command::Token(command) => token::run(&client, format, command).await,
+    let Cli {
+        addr,
+        token,
+        cacert,
+        format,
+        command,
+    } = cli;
+    let kms = Kms {
+        addr,
+        token,
+        cacert,
+    };
+    match command {
+        Command::Operator(command) => operator::run(&kms.client()?, format, command).await,
+        Command::Key(command) => key::run(&kms.client()?, format, command).await,
+        Command::Datakey(command) => datakey::run(&kms.client()?, format, command).await,
+        Command::Encrypt(args) => payload::encrypt(&kms.client()?, format, args).await,
+        Command::Decrypt(args) => payload::decrypt(&kms.client()?, format, args).await,
+        Command::Rewrap(args) => payload::rewrap(&kms.client()?, format, args).await,
+        Command::Token(command) => token::run(&kms.client()?, format, command).await,
+        Command::File(command) => file::run(&kms, format, command).await,
+        Command::Backup(command) => backup::run(&kms, format, command).await,
+        Command::Recovery(command) => recovery::run(format, command),
+        Command::Field(command) => field::run(&kms, format, command).await,
     }
 }
 
-fn build_client(cli: &Cli) -> Result<Client, CliError> {
-    let mut builder = ClientBuilder::new(cli.addr.as_str());
-    if let Some(path) = &cli.cacert {
-        builder = builder.ca_cert(path);
+/// The connection settings from the global flags.
+///
+/// The client is built only by commands that reach kmsd, so that a decrypt with a recovery
+/// identity needs no KMS_ADDR, KMS_TOKEN or KMS_CACERT and works with no kmsd at all.
+pub struct Kms {
+    addr: String,
+    token: Option<String>,
+    cacert: Option<PathBuf>,
+}
+
+impl Kms {
+    /// Builds the client.
+    pub fn client(&self) -> Result<Client, CliError> {
+        let mut builder = ClientBuilder::new(self.addr.as_str());
+        if let Some(path) = &self.cacert {
+            builder = builder.ca_cert(path);
+        }
+        // An empty KMS_TOKEN counts as unset, so that the error reports that no token is set.
+        if let Some(token) = self.token.as_deref().filter(|token| !token.is_empty()) {
+            builder = builder.token(SecretString::from(token));
+        }
+        Ok(builder.build()?)
     }
-    // An empty KMS_TOKEN counts as unset, so that the error reports that no token is set.
-    if let Some(token) = cli.token.as_deref().filter(|token| !token.is_empty()) {
-        builder = builder.token(SecretString::from(token));
-    }
-    Ok(builder.build()?)
+}
+
+/// Reports a usage error (exit status 2) in clap's format, after checks that clap cannot make.
+fn usage_error(message: String) -> ! {
+    Cli::command()
+        .error(ErrorKind::ValueValidation, message)
+        .exit()
 }
 
 /// Collects `--context` pairs; a key given twice is a usage error (exit status 2).
 fn context(args: &ContextArgs) -> Context {
-    collect_context(&args.pairs).unwrap_or_else(|key| {
-        Cli::command()
-            .error(
-                ErrorKind::ValueValidation,
-                messages::context_duplicate_key(&key),
-            )
-            .exit()
-    })
+    context_from_pairs(&args.pairs)
+}
+
+fn context_from_pairs(pairs: &[ContextPair]) -> Context {
+    collect_context(pairs).unwrap_or_else(|key| usage_error(messages::context_duplicate_key(&key)))
 }
 
 /// Prints `value` as JSON, or runs `text` to print it for people.

@@ -133,3 +133,50 @@ fn too_long_input_hints_datakey() {
     assert_eq!(describe(&err), "stdin is longer than 4096 bytes");
     assert!(hint(&err).unwrap().contains("datakey generate"));
 }
+
+#[test]
+fn rejected_key_slot_hints_recovery_not_context() {
+    let err = CliError::KeySlotRejected {
+        input: "file dump.kmsf".into(),
+        source: match api_error(400, "decryption_failed", None) {
+            CliError::Sdk(sdk) => sdk,
+            _ => unreachable!("api_error builds an SDK error"),
+        },
+    };
+    assert!(
+        describe(&err).starts_with("kmsd could not unwrap the file key of file dump.kmsf: "),
+        "{}",
+        describe(&err)
+    );
+    let hint = hint(&err).unwrap();
+    assert!(hint.contains("--identity"), "{hint}");
+    assert!(!hint.contains("--context"), "{hint}");
+}
+
+#[test]
+fn file_format_errors_keep_their_message() {
+    let err = CliError::from(StreamError::ContextMismatch);
+    assert!(describe(&err).starts_with("the encryption context differs"));
+    assert!(hint(&err).unwrap().contains("backup inspect"));
+
+    let source = io::Error::new(io::ErrorKind::NotFound, "No such file or directory");
+    let err = CliError::from(StreamError::File {
+        action: "open",
+        path: "/x.kmsf".into(),
+        source,
+    });
+    assert_eq!(
+        describe(&err),
+        "cannot open /x.kmsf: No such file or directory"
+    );
+}
+
+#[test]
+fn terminal_output_is_rejected_with_fix() {
+    let err = CliError::StdoutIsTerminal { what: "ciphertext" };
+    assert_eq!(
+        describe(&err),
+        "stdout is a terminal, and ciphertext is never written to a terminal"
+    );
+    assert!(hint(&err).unwrap().contains("-o FILE"));
+}
