@@ -13,7 +13,7 @@ mod client_side;
 pub use client_side::{
     BackupCommand, BackupDecryptArgs, BackupEncryptArgs, BackupInputArgs, BackupVerifyArgs,
     FieldBindingArgs, FieldCommand, FieldDecryptArgs, FieldEncryptArgs, FileCommand,
-    FileDecryptArgs, FileEncryptArgs, KeySourceArgs, RecoveryCommand, SealArgs,
+    FileDecryptArgs, FileEncryptArgs, FolderCommand, KeySourceArgs, RecoveryCommand, SealArgs,
 };
 
 /// Command-line client for kmsd, the envelope-encryption key management service.
@@ -83,6 +83,11 @@ pub enum Command {
     /// Encrypt and decrypt files of any size under a new data key from kmsd, on every core.
     #[command(subcommand)]
     File(FileCommand),
+
+    /// Encrypt a folder tree with its names hidden, update it incrementally, restore and
+    /// verify it.
+    #[command(subcommand)]
+    Folder(FolderCommand),
 
     /// Encrypt, decrypt, verify, inspect and rewrap backup streams, such as pg_dump output.
     #[command(subcommand)]

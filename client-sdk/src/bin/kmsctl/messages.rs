@@ -144,6 +144,10 @@ pub enum CliError {
     #[error(transparent)]
     Field(#[from] FieldError),
 
+    /// Boxed, because the folder error is several times larger than the other variants.
+    #[error(transparent)]
+    Folder(Box<client_sdk::folder::Error>),
+
     #[error("kmsd could not unwrap the file key of {input}")]
     KeySlotRejected {
         input: String,
@@ -189,6 +193,12 @@ pub enum CliError {
 
     #[error("the value is in compact form and references the stored data key {key_ref}")]
     CompactValue { key_ref: String },
+}
+
+impl From<client_sdk::folder::Error> for CliError {
+    fn from(err: client_sdk::folder::Error) -> Self {
+        CliError::Folder(Box::new(err))
+    }
 }
 
 impl From<StreamError> for CliError {
@@ -239,6 +249,7 @@ fn hint(err: &CliError) -> Option<String> {
         CliError::ReadInput { .. } | CliError::WriteOutput(_) | CliError::Runtime(_) => None,
         CliError::Stream(stream) => stream_hint(stream),
         CliError::Field(field) => field_hint(field),
+        CliError::Folder(_) => None,
         CliError::KeySlotRejected { source, .. } => key_slot_hint(source),
         CliError::NotAFile { .. } => Some(
             "`kmsctl file` works on regular files; stream pipes and devices through `kmsctl \

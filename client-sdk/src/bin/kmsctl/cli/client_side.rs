@@ -1,5 +1,5 @@
 //! Arguments of the commands that encrypt data on this machine under data keys from kmsd:
-//! `file`, `backup`, `recovery` and `field`.
+//! `file`, `folder`, `backup`, `recovery` and `field`.
 
 use std::path::PathBuf;
 
@@ -232,4 +232,57 @@ pub struct FieldBindingArgs {
     /// id.
     #[arg(long, value_name = "ID")]
     pub record_id: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FolderCommand {
+    /// Encrypt the folder SOURCE into DESTINATION under one new data key from kmsd.
+    ///
+    /// DESTINATION holds an encrypted manifest and blobs named by random ids, so file names and
+    /// the tree's shape stay hidden. Run it again over a changed SOURCE with the same
+    /// DESTINATION to re-encrypt only the files that changed.
+    Encrypt(FolderEncryptArgs),
+
+    /// Restore the encrypted folder SOURCE into DESTINATION, which must be empty or absent:
+    /// contents, modes, modification times, symlinks and empty folders.
+    Decrypt(FolderDecryptArgs),
+
+    /// Check every tag of the encrypted folder SOURCE without writing any plaintext.
+    Verify(FolderVerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FolderEncryptArgs {
+    /// Name of the kmsd key that wraps the folder's data key.
+    #[arg(long, value_name = "NAME")]
+    pub key: String,
+    #[command(flatten)]
+    pub context: ContextArgs,
+    /// Public key (age1...) of an offline recovery key from `kmsctl recovery keygen`. Its
+    /// identity file then restores the folder with no kmsd.
+    // Parsed by the command rather than by clap, so that a pasted identity is never echoed.
+    #[arg(long = "recovery-recipient", value_name = "RECIPIENT")]
+    pub recovery_recipient: Option<String>,
+    /// Folder to encrypt.
+    pub source: PathBuf,
+    /// Encrypted folder to create or update.
+    pub destination: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct FolderDecryptArgs {
+    /// age identity file of the folder's recovery key. kmsd is then not contacted, so
+    /// KMS_ADDR, KMS_TOKEN and KMS_CACERT may be unset.
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+    /// Encrypted folder, from `kmsctl folder encrypt`.
+    pub source: PathBuf,
+    /// Folder to restore into; it must be empty or absent.
+    pub destination: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct FolderVerifyArgs {
+    /// Encrypted folder, from `kmsctl folder encrypt`.
+    pub source: PathBuf,
 }

@@ -139,7 +139,7 @@ async fn unwrap_kms_slot(
 }
 
 /// Reads an age identity file into a buffer that is zeroized afterwards.
-fn read_identities(path: &Path) -> Result<Vec<RecoveryIdentity>, CliError> {
+pub fn read_identities(path: &Path) -> Result<Vec<RecoveryIdentity>, CliError> {
     let read_error = |source| CliError::ReadIdentity {
         path: path.to_owned(),
         source,

@@ -5,6 +5,7 @@ mod datakey;
 mod field;
 mod file;
 mod file_key;
+mod folder;
 mod key;
 mod operator;
 mod payload;
@@ -45,6 +46,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Rewrap(args) => payload::rewrap(&kms.client()?, format, args).await,
         Command::Token(command) => token::run(&kms.client()?, format, command).await,
         Command::File(command) => file::run(&kms, format, command).await,
+        Command::Folder(command) => folder::run(&kms, format, command).await,
         Command::Backup(command) => backup::run(&kms, format, command).await,
         Command::Recovery(command) => recovery::run(format, command),
         Command::Field(command) => field::run(&kms, format, command).await,
