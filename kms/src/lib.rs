@@ -107,6 +107,7 @@ pub fn run(params: Params) -> Result<(), Error> {
     })?;
 
     let _lock = lock_data_dir(&params.data_dir)?;
+    check_database_folder(&params.database_path)?;
     let store = store::Store::open_sqlite(&params.database_path)?;
     let root = match params.seal {
         SealKind::Shamir => RootSetting::Shamir,
@@ -262,5 +263,25 @@ fn lock_data_dir(data_dir: &std::path::Path) -> Result<nix::fcntl::Flock<std::fs
                 data_dir.display()
             ),
         }
+    })
+}
+
+/// Fails at once, naming the path, when the database's folder is missing; SQLite would only
+/// report "unable to open database file" after the pool's connection timeout.
+fn check_database_folder(path: &std::path::Path) -> Result<(), Error> {
+    let folder = match path.parent() {
+        Some(folder) if !folder.as_os_str().is_empty() => folder,
+        _ => return Ok(()),
+    };
+    if folder.is_dir() {
+        return Ok(());
+    }
+    Err(Error::Config {
+        setting: "database_path (--database-path, KMS_DATABASE_PATH)",
+        reason: format!(
+            "the folder {} of the database {} does not exist: create it, or give another path",
+            folder.display(),
+            path.display()
+        ),
     })
 }

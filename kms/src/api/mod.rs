@@ -318,10 +318,14 @@ async fn finish_request(
         None => route_operation(response.request().match_name(), response.request().method()),
     };
     let info = error_info(&response);
-    if let Some(cause) = response.response().extensions().get::<InternalCause>()
-        && status.is_server_error()
-    {
-        tracing::error!(cause = %cause.0, %operation, "request failed");
+    // A 503 (sealed, token unreachable) is a state of the daemon that its status and the
+    // audit log already show, so only faults of the daemon itself are logged as errors.
+    if let Some(cause) = response.response().extensions().get::<InternalCause>() {
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(cause = %cause.0, %operation, "request failed");
+        } else if status.is_server_error() {
+            tracing::debug!(cause = %cause.0, %operation, "request unavailable");
+        }
     }
     if status.is_client_error() {
         tracing::debug!(code = info.as_ref().map_or("", |i| i.code), %operation, "request rejected");
