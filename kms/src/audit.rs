@@ -42,6 +42,10 @@ pub struct AuditRecord {
     /// HTTP method and path (at most 256 bytes of the path).
     pub method: String,
     pub path: String,
+    /// Accessor of the token that the request created (token create, init, generate-root), so
+    /// that the trail ties the new token to its creation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_accessor: Option<String>,
     /// Key name and version the operation used, when it reached a key.
     pub key: Option<String>,
     pub key_version: Option<u32>,

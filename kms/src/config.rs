@@ -397,9 +397,10 @@ fn read_pin(file: Option<&Path>) -> Result<SecretString, Error> {
 fn read_file_config(path: &Path) -> Result<FileConfig, Error> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::io(format!("cannot read config file {}", path.display()), e))?;
+    // The full message names the key, the line and the column.
     toml::from_str(&text).map_err(|e| Error::Config {
         setting: "config",
-        reason: format!("{}: {}", path.display(), e.message()),
+        reason: format!("{}: {}", path.display(), e.to_string().trim_end()),
     })
 }
 

@@ -193,15 +193,22 @@ fn migrate_seal(params: &Params, to: SealKind) -> Result<(), Error> {
     let _lock = lock_data_dir(&params.data_dir)?;
     let token = open_token(params)?;
     let store = store::Store::open_sqlite(&params.database_path)?;
-    let threshold = store
-        .seal_config()?
-        .map(|row| row.threshold)
-        .ok_or(Error::NotInitialized)?;
-    let shares = read_shares(usize::try_from(threshold).unwrap_or(0))?;
+    let config = store.seal_config()?.ok_or(Error::NotInitialized)?;
     let kind = match to {
         SealKind::Shamir => hsm::RootKind::Shamir,
         SealKind::Pkcs11 => hsm::RootKind::Pkcs11,
     };
+    // Checked before any share is read, so that nobody types shares for nothing.
+    if config.root_kind == kind.as_str() {
+        return Err(Error::Config {
+            setting: "to",
+            reason: format!(
+                "the root of trust is {} already, so there is nothing to migrate",
+                kind.as_str()
+            ),
+        });
+    }
+    let shares = read_shares(usize::try_from(config.threshold).unwrap_or(0))?;
     core::migrate_root(&store, kind, &token, &shares)?;
     match to {
         SealKind::Pkcs11 => println!(

@@ -718,3 +718,41 @@ async fn token_in_path_is_redacted() {
         "the daemon log contains the token"
     );
 }
+
+/// Records of requests that mint a token name the new token's accessor, so that the trail ties
+/// each token to the request that created it.
+#[tokio::test]
+async fn token_creation_records_created_accessor() {
+    let dir = data_dir();
+    let daemon = Daemon::start(dir.path());
+    let init = daemon.init_unsealed().await;
+    let root = daemon.client(Some(&init.root_token));
+    let policy = [PolicyRule {
+        keys: vec!["patient-*".to_owned()],
+        operations: vec![Operation::Generate],
+    }];
+    let token = root
+        .create_token(&policy, Duration::from_secs(600), None)
+        .await
+        .expect("create token");
+    let generated = daemon
+        .client(None)
+        .generate_root(&init.shares[..3])
+        .await
+        .expect("generate root");
+
+    let records = daemon.audit_records();
+    let created = |operation: &str| {
+        records
+            .iter()
+            .find(|record| record["operation"] == operation)
+            .map(|record| record["created_accessor"].clone())
+            .unwrap_or_else(|| panic!("no {operation} record"))
+    };
+    assert_eq!(created("sys.init"), init.root_accessor.as_str());
+    assert_eq!(created("token.create"), token.info.accessor.as_str());
+    assert_eq!(
+        created("sys.generate_root"),
+        generated.root_token_accessor.as_str()
+    );
+}

@@ -52,6 +52,8 @@ pub struct AuditFields {
     /// Operation name when the route name alone does not tell it.
     pub operation: Option<&'static str>,
     pub accessor: Option<String>,
+    /// Accessor of a token that the request created.
+    pub created_accessor: Option<String>,
     pub key: Option<String>,
     pub key_version: Option<u32>,
     pub context_keys: Vec<String>,
@@ -335,6 +337,7 @@ async fn finish_request(
         time: core::rfc3339(core::now()),
         request_id: request_id.clone(),
         accessor: fields.accessor,
+        created_accessor: fields.created_accessor,
         operation,
         method,
         path,

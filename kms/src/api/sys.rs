@@ -64,7 +64,11 @@ struct InitRequest {
     allow_single_share: bool,
 }
 
-async fn init(state: web::Data<AppState>, body: Json<InitRequest>) -> Result<HttpResponse, Error> {
+async fn init(
+    req: actix_web::HttpRequest,
+    state: web::Data<AppState>,
+    body: Json<InitRequest>,
+) -> Result<HttpResponse, Error> {
     let InitRequest {
         shares,
         threshold,
@@ -95,6 +99,9 @@ async fn init(state: web::Data<AppState>, body: Json<InitRequest>) -> Result<Htt
         tracing::warn!("initialized with threshold 1: any single share unseals the daemon");
     }
     let output = blocking(move || state.core.init(shares, threshold)).await?;
+    super::note(&req, |f| {
+        f.created_accessor = Some(output.root_token_accessor.clone());
+    });
     tracing::info!(shares, threshold, "initialized");
     let shares: Vec<&str> = output.shares.iter().map(|s| s.expose_secret()).collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({
@@ -161,6 +168,7 @@ struct GenerateRootRequest {
 }
 
 async fn generate_root(
+    req: actix_web::HttpRequest,
     state: web::Data<AppState>,
     body: Json<GenerateRootRequest>,
 ) -> Result<HttpResponse, Error> {
@@ -176,6 +184,9 @@ async fn generate_root(
         tracing::warn!(%error, "root token generation rejected");
     }
     let output = result?;
+    super::note(&req, |f| {
+        f.created_accessor = Some(output.root_token_accessor.clone());
+    });
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "root_token": output.root_token.expose_secret(),
         "root_token_accessor": output.root_token_accessor,

@@ -72,6 +72,7 @@ impl From<&TokenRow> for TokenView {
 }
 
 async fn create(
+    req: actix_web::HttpRequest,
     state: web::Data<AppState>,
     caller: Caller,
     body: Json<CreateRequest>,
@@ -110,6 +111,7 @@ async fn create(
     let stored = row.clone();
     blocking(move || state.core.store().insert_token(&stored)).await?;
     tracing::info!(accessor = %row.accessor, "token created");
+    super::note(&req, |f| f.created_accessor = Some(row.accessor.clone()));
     let mut view = serde_json::to_value(TokenView::from(&row)).unwrap_or_default();
     if let Some(map) = view.as_object_mut() {
         map.insert("token".into(), token.secret.expose_secret().into());
