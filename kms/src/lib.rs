@@ -106,6 +106,7 @@ pub fn run(params: Params) -> Result<(), Error> {
         )
     })?;
 
+    warn_if_shared(&params.data_dir);
     let _lock = lock_data_dir(&params.data_dir)?;
     check_database_folder(&params.database_path)?;
     let store = store::Store::open_sqlite(&params.database_path)?;
@@ -291,4 +292,20 @@ fn check_database_folder(path: &std::path::Path) -> Result<(), Error> {
             path.display()
         ),
     })
+}
+
+/// Warns once when the data directory, made before kmsd with another mode, is open to other
+/// users. The files inside are 0600 either way, but their names and sizes are visible.
+fn warn_if_shared(data_dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Ok(metadata) = std::fs::metadata(data_dir) {
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                data_dir = %data_dir.display(),
+                mode = format!("{mode:o}"),
+                "the data directory is open to other users: run chmod 700 on it"
+            );
+        }
+    }
 }
