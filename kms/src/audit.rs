@@ -5,9 +5,9 @@
 //! configured, calls `fdatasync` once per batch, so concurrent requests share one disk flush.
 //!
 //! A request is admitted only while the log is healthy: the last write succeeded and no write
-//! has been stuck for longer than the timeout. A request refused at admission never runs, so
-//! an init or a key rotation refused for want of an audit record has no effect; its refusal
-//! is queued for the log without waiting. An admitted request whose record is not durable
+//! has been stuck for longer than the timeout. A request rejected at admission never runs, so
+//! an init or a key rotation rejected for want of an audit record has no effect. Its record is
+//! queued for the log without waiting. An admitted request whose record is not durable
 //! within the timeout is answered with 503 as well, although it ran; its record is written
 //! when the device recovers. A stuck audit device slows nothing but the refused requests.
 
@@ -64,7 +64,7 @@ struct Pending {
     done: Option<oneshot::Sender<bool>>,
 }
 
-/// What the writer thread tells request handlers about the device.
+/// State of the audit device, written by the writer thread and read by request handlers.
 #[derive(Debug)]
 struct Health {
     /// Whether the last write failed.
@@ -104,9 +104,9 @@ impl AuditLog {
     /// Opens `path` for appending (mode 0600), writes a `daemon.start` record, and starts the
     /// writer thread.
     ///
-    /// A device that refuses the start record does not stop the daemon: it starts, and refuses
-    /// every request with 503 until a write succeeds, so that the failure is visible to clients
-    /// and in the log rather than a daemon that is simply absent.
+    /// A device that rejects the start record does not stop the daemon. It starts and rejects
+    /// every request with 503 until a write succeeds, so that clients and the log see the
+    /// failure instead of a daemon that is simply absent.
     pub fn open(path: &Path, fsync: bool, timeout: Duration) -> Result<AuditLog, Error> {
         let mut file = OpenOptions::new()
             .create(true)
@@ -156,14 +156,14 @@ impl AuditLog {
     pub fn admit(&self) -> Result<(), Error> {
         if self.health.failing.load(Ordering::Acquire) {
             return Err(Error::AuditUnavailable(
-                "the audit log cannot be written, so requests are refused: check the audit device",
+                "writing the audit log failed, so requests are rejected: check the audit device",
             ));
         }
         let since = self.health.busy_since.load(Ordering::Acquire);
         let timeout = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX);
         if since != 0 && self.health.millis().saturating_sub(since - 1) > timeout {
             return Err(Error::AuditUnavailable(
-                "the audit log is not accepting records in time, so requests are refused",
+                "writing the audit log timed out, so requests are rejected: check the audit device",
             ));
         }
         Ok(())
@@ -179,7 +179,7 @@ impl AuditLog {
         if self.queue.try_send(Pending { line, done: None }).is_err() {
             let dropped = self.health.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if dropped.is_power_of_two() {
-                tracing::error!(dropped, "audit records of refused requests were dropped");
+                tracing::error!(dropped, "audit records of rejected requests were dropped");
             }
         }
     }

@@ -22,7 +22,7 @@ pub enum LogFormat {
     Json,
 }
 
-/// Where the root key lives.
+/// Location of the root key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SealKind {
@@ -195,7 +195,7 @@ pub struct Pkcs11Params {
 }
 
 impl Pkcs11Params {
-    /// The settings for opening the token.
+    /// Returns the settings for opening the token.
     pub fn config(&self) -> hsm::Pkcs11Config {
         hsm::Pkcs11Config {
             module: self.module.clone(),
@@ -343,7 +343,7 @@ impl TryFrom<Cli> for Params {
     }
 }
 
-/// The token by label or by serial number: exactly one of the two.
+/// Selects the token by label or by serial number, which must be given alone.
 fn token_selector(label: Option<String>, serial: Option<String>) -> Result<TokenSelector, Error> {
     match (label, serial) {
         (Some(label), None) => Ok(TokenSelector::Label(label)),

@@ -18,8 +18,8 @@ use crate::auth::{self, TokenCache};
 use crate::blob::Header;
 use crate::error::Error;
 use crate::keyring::{self, KeyState, KeyVersion, Keyring, KeyringKey, NamedKey, keyring_aad};
-use crate::store::Store;
 use crate::store::models::{KeyRow, KeyVersionRow, KeyringRow, SealConfigRow, TokenRow};
+use crate::store::{RootColumns, Store};
 
 /// Seconds since the Unix epoch.
 pub fn now() -> i64 {
@@ -430,13 +430,12 @@ impl Core {
             })
             .collect::<Result<Vec<_>, Error>>()
             .and_then(|rows| {
-                let config = seal_config_row(
-                    &params,
-                    RootKind::Pkcs11,
-                    Some(label.clone()),
-                    params.recovery_check.clone(),
-                );
-                self.store.replace_root(&config, &rows)
+                let columns = RootColumns {
+                    kind: RootKind::Pkcs11,
+                    key_label: Some(label.clone()),
+                    recovery_check: params.recovery_check.clone(),
+                };
+                self.store.replace_root(&columns, &rows)
             });
         if let Err(error) = replaced {
             // The store still names the previous key object, so new wraps must use it too.
@@ -484,7 +483,7 @@ impl Core {
         Ok(())
     }
 
-    /// The PKCS#11 root, or an error naming `action` for a Shamir root.
+    /// Returns the PKCS#11 root, or an error naming `action` for a Shamir root.
     fn token_root(&self, action: &str) -> Result<&Pkcs11Root, Error> {
         match &self.root {
             RootSetting::Pkcs11(root) => Ok(root),
@@ -627,7 +626,8 @@ impl Core {
     }
 }
 
-/// The wrapped keyring key of a stored row, with the mechanism and key object that wrapped it.
+/// Rebuilds the wrapped keyring key of a stored row, with the mechanism and key object that
+/// wrapped it.
 fn wrapped_from_row(row: &KeyringRow) -> Result<WrappedKey, Error> {
     let mechanism = row.mechanism.parse().map_err(|_| {
         Error::StoreInvalid(format!(
@@ -653,28 +653,8 @@ fn keyring_row(version: i32, wrapped: WrappedKey, created_at: i64) -> KeyringRow
     }
 }
 
-/// The seal configuration row of `params` with another root. `replace_root` writes only the
-/// root columns, so the creation time is left at zero.
-fn seal_config_row(
-    params: &SealParams,
-    kind: RootKind,
-    root_key_label: Option<String>,
-    recovery_check: Option<Vec<u8>>,
-) -> SealConfigRow {
-    SealConfigRow {
-        id: 1,
-        root_kind: kind.as_str().to_owned(),
-        share_set_id: params.set_id.to_string(),
-        shares: i32::from(params.shares),
-        threshold: i32::from(params.threshold),
-        created_at: 0,
-        root_key_label,
-        recovery_check,
-    }
-}
-
-/// The recovery check of a PKCS#11 root: the AES-GCM tag of empty plaintext under the
-/// recovery key, which authenticates only under the same key.
+/// Computes the recovery check of a PKCS#11 root: the AES-GCM tag of empty plaintext under
+/// the recovery key, which authenticates only under the same key.
 fn recovery_check(recovery: &ShamirRoot) -> Result<Vec<u8>, Error> {
     Ok(recovery.wrap(&[], RECOVERY_CHECK_AAD)?.bytes)
 }
@@ -775,16 +755,19 @@ pub fn migrate_root(
             row.created_at,
         ));
     }
-    let config = match to {
-        RootKind::Pkcs11 => seal_config_row(
-            &params,
-            to,
-            Some(token.key_label()),
-            Some(recovery_check(&shamir)?),
-        ),
-        RootKind::Shamir => seal_config_row(&params, to, None, None),
+    let columns = match to {
+        RootKind::Pkcs11 => RootColumns {
+            kind: to,
+            key_label: Some(token.key_label()),
+            recovery_check: Some(recovery_check(&shamir)?),
+        },
+        RootKind::Shamir => RootColumns {
+            kind: to,
+            key_label: None,
+            recovery_check: None,
+        },
     };
-    store.replace_root(&config, &rows)?;
+    store.replace_root(&columns, &rows)?;
     tracing::info!(
         to = to.as_str(),
         keyring_versions = rows.len(),

@@ -76,8 +76,8 @@ pub fn main_entry() -> ExitCode {
 fn init_logging(params: &Params) -> Result<(), String> {
     let mut filter = EnvFilter::try_new(&params.log_level)
         .map_err(|e| format!("invalid log level {:?}: {e}", params.log_level))?;
-    // cryptoki logs an error for each mechanism of a token that it has no name for, which is
-    // noise; a filter that names cryptoki keeps its own setting.
+    // cryptoki logs an error for each mechanism of a token that it has no name for. That is
+    // noise, so it is off unless the filter names cryptoki.
     if !params.log_level.contains("cryptoki")
         && let Ok(directive) = "cryptoki::mechanism=off".parse()
     {
@@ -191,6 +191,7 @@ fn migrate_seal(params: &Params, to: SealKind) -> Result<(), Error> {
             ),
         });
     }
+
     let _lock = lock_data_dir(&params.data_dir)?;
     let token = open_token(params)?;
     let store = store::Store::open_sqlite(&params.database_path)?;
@@ -199,7 +200,8 @@ fn migrate_seal(params: &Params, to: SealKind) -> Result<(), Error> {
         SealKind::Shamir => hsm::RootKind::Shamir,
         SealKind::Pkcs11 => hsm::RootKind::Pkcs11,
     };
-    // Checked before any share is read, so that nobody types shares for nothing.
+
+    // Checked before any share is read, so that no admin types shares for nothing.
     if config.root_kind == kind.as_str() {
         return Err(Error::Config {
             setting: "to",
@@ -209,8 +211,10 @@ fn migrate_seal(params: &Params, to: SealKind) -> Result<(), Error> {
             ),
         });
     }
+
     let shares = read_shares(usize::try_from(config.threshold).unwrap_or(0))?;
     core::migrate_root(&store, kind, &token, &shares)?;
+
     match to {
         SealKind::Pkcs11 => println!(
             "The root of trust is now the key object {:?} on token {:?}. Start kmsd with \

@@ -96,10 +96,10 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, Error> {
 
 /// A JSON object request body.
 ///
-/// It replaces actix-web's `Json` extractor for two reasons: a struct must come from an
-/// object, never from an array read by position, and a rejected body gets a message that
-/// names the field and states what it expects without repeating the value sent, which may be
-/// a secret or a context value.
+/// It replaces actix-web's `Json` extractor for two reasons. A struct must come from an
+/// object, never from an array read by position. And a rejected body gets a message that
+/// names the field and what it expects without repeating the value sent, which may be a
+/// secret or a context value.
 #[derive(Debug)]
 pub struct Json<T>(pub T);
 
@@ -228,6 +228,9 @@ fn new_request_id() -> String {
 /// Replaces each path segment that starts like a token, so that a token pasted where an
 /// accessor belongs reaches neither the log nor the audit record.
 fn redact_tokens(path: &str) -> String {
+    if !path.contains(TOKEN_PREFIX) {
+        return path.to_owned();
+    }
     path.split('/')
         .map(|segment| {
             if segment.starts_with(TOKEN_PREFIX) {
@@ -295,7 +298,7 @@ async fn finish_request(
         if let Some(log) = &audit {
             log.record_refusal(&record);
         }
-        tracing::warn!(%error, "request refused because the audit log is unavailable");
+        tracing::warn!(%error, "request rejected because the audit log is unavailable");
         let mut response = error_body(
             &error.to_string(),
             "audit_unavailable",

@@ -136,7 +136,7 @@ async fn unseal(
             result?
         }
         // A daemon with a PKCS#11 root, sealed by `operator seal`, unseals with its token.
-        // It needs the root token, so that nobody else can undo an emergency seal.
+        // It needs the root token, so that no other caller can undo an emergency seal.
         (None, false) => {
             if !state.core.unseals_with_token() {
                 return Err(Error::InvalidRequest(

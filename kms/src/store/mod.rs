@@ -29,6 +29,17 @@ const POOL_SIZE: u32 = 8;
 // TODO: add the PostgreSQL backend for deployments with more than one kmsd node.
 type Conn = PooledConnection<ConnectionManager<SqliteConnection>>;
 
+/// The columns of the seal configuration that name the root of trust.
+#[derive(Debug, Clone)]
+pub struct RootColumns {
+    /// Kind of root.
+    pub kind: hsm::RootKind,
+    /// PKCS#11 key object that wraps new keyring versions; `None` for Shamir.
+    pub key_label: Option<String>,
+    /// Recovery check of a PKCS#11 root; `None` for Shamir.
+    pub recovery_check: Option<Vec<u8>>,
+}
+
 /// A pool of connections to the key store.
 #[derive(Clone)]
 pub struct Store {
@@ -123,10 +134,10 @@ impl Store {
         })
     }
 
-    /// Replaces the seal configuration and every keyring row's wrapping in one transaction:
-    /// the root of trust changes kind or key, and the keyring keys inside stay the same.
-    /// `rows` must name exactly the stored keyring versions.
-    pub fn replace_root(&self, config: &SealConfigRow, rows: &[KeyringRow]) -> Result<(), Error> {
+    /// Replaces the root of trust in the seal configuration and the wrapping of every keyring
+    /// row in one transaction. The keyring keys inside stay the same. `rows` must name exactly
+    /// the stored keyring versions.
+    pub fn replace_root(&self, root: &RootColumns, rows: &[KeyringRow]) -> Result<(), Error> {
         let mut conn = self.conn()?;
         conn.immediate_transaction(|conn| {
             let stored: i64 = keyring::table.count().get_result(conn)?;
@@ -137,9 +148,9 @@ impl Store {
             }
             diesel::update(seal_config::table.find(1))
                 .set((
-                    seal_config::root_kind.eq(&config.root_kind),
-                    seal_config::root_key_label.eq(&config.root_key_label),
-                    seal_config::recovery_check.eq(&config.recovery_check),
+                    seal_config::root_kind.eq(root.kind.as_str()),
+                    seal_config::root_key_label.eq(&root.key_label),
+                    seal_config::recovery_check.eq(&root.recovery_check),
                 ))
                 .execute(conn)?;
             for row in rows {
