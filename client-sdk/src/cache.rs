@@ -43,7 +43,7 @@ use crate::error::{Error, Result};
 use crate::field::FieldKey;
 use crate::types::{Context, DataKeySize};
 
-/// The KMS calls that the cache makes, so that tests and benchmarks can count or replace them.
+/// KMS calls that the cache makes, so that tests and benchmarks can count or replace them.
 ///
 /// [`Client`] implements it with `POST /v1/keys/{name}/datakey` (32-byte keys) and
 /// `POST /v1/decrypt`.
@@ -70,7 +70,7 @@ impl DataKeySource for Client {
             .generate_data_key(key_name, DataKeySize::Bytes32, context, true)
             .await?;
         let Some(plaintext) = data_key.plaintext else {
-            // The request asked for the plaintext, so a response without it is malformed.
+            // The request includes the plaintext, so a response without it is malformed.
             return Err(Error::Decode {
                 request: format!("POST /v1/keys/{key_name}/datakey"),
                 source: serde::de::Error::missing_field("plaintext"),
@@ -169,7 +169,7 @@ impl CachedDataKey {
         if let Some(key) = self.0.field_key.get() {
             return Ok(key);
         }
-        // Two callers may derive at once; the loser's copy is dropped, and zeroized, here.
+        // Two callers may derive at once. The loser's copy is dropped, and zeroized, here.
         let key = FieldKey::new(&self.0.plaintext, &self.0.ciphertext)?;
         Ok(self.0.field_key.get_or_init(|| key))
     }
@@ -239,8 +239,8 @@ impl CacheLimits {
         self
     }
 
-    /// Sets how many entries each of the two tables (encryption and decryption) holds. Must be
-    /// at least 1.
+    /// Sets the maximum number of entries in each of the two tables (encryption and
+    /// decryption). Must be at least 1.
     pub fn with_max_entries(mut self, max_entries: usize) -> Self {
         self.max_entries = max_entries;
         self
@@ -306,7 +306,7 @@ impl CacheLimits {
 /// reaches a limit, when room is needed for another entry, on [`DataKeyCache::clear`] and when
 /// the cache is dropped. Callers that still have a clone of it keep it until they finish.
 ///
-/// NOTE: an entry past its maximum age that nobody asks for again stays in memory until a miss
+/// NOTE: an entry past its maximum age that no caller requests again stays in memory until a miss
 /// makes room, or until [`DataKeyCache::purge_expired`] runs. Call that from a timer to bound how
 /// long key material outlives its age.
 pub struct DataKeyCache<S = Client> {
@@ -353,7 +353,7 @@ impl<S: DataKeySource> DataKeyCache<S> {
     ///
     /// The key comes from the cache while it is younger than the maximum age and this message
     /// keeps it within the message and byte limits. Otherwise the entry is evicted and a new
-    /// data key is generated; callers that miss at the same time wait for one shared
+    /// data key is generated. Callers that miss at the same time wait for one shared
     /// `generate` call. A message larger than the byte limit gets a data key of its own that
     /// is not cached.
     ///

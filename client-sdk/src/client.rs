@@ -206,16 +206,25 @@ impl Request {
             request: request.clone(),
             source,
         };
-        let mut counter = ByteCounter(0);
-        serde_json::to_writer(&mut counter, body).map_err(encode)?;
-        let mut buffer = Zeroizing::new(Vec::with_capacity(counter.0));
-        serde_json::to_writer(&mut *buffer, body).map_err(encode)?;
+        let buffer = to_zeroizing_json(body).map_err(encode)?;
         self.body = Some(Bytes::from_owner(buffer));
         Ok(self)
     }
 }
 
-/// Counts the bytes written to it, to size the body buffer before writing the body.
+/// Serializes `value` into a buffer of exact size that is zeroized on drop, so that no
+/// reallocation leaves a stray copy of a secret it carries.
+pub(crate) fn to_zeroizing_json(
+    value: &impl Serialize,
+) -> std::result::Result<Zeroizing<Vec<u8>>, serde_json::Error> {
+    let mut counter = ByteCounter(0);
+    serde_json::to_writer(&mut counter, value)?;
+    let mut buffer = Zeroizing::new(Vec::with_capacity(counter.0));
+    serde_json::to_writer(&mut *buffer, value)?;
+    Ok(buffer)
+}
+
+/// Counts the bytes written to it, to size a buffer before writing into it.
 struct ByteCounter(usize);
 
 impl std::io::Write for ByteCounter {

@@ -23,7 +23,7 @@ type Registered = ([u8; 32], Context);
 pub(crate) struct FakeSource {
     generated: AtomicUsize,
     decrypted: AtomicUsize,
-    /// How long each call waits before it returns, so that concurrent callers pile up.
+    /// Delay of each call before it returns, so that concurrent callers pile up.
     delay: Duration,
     /// Number of `new_data_key` calls still to fail.
     failures: AtomicUsize,

@@ -74,8 +74,8 @@ struct Entry {
 }
 
 impl Entry {
-    /// Returns whether one more use fits the limits. `usage` is `None` in the decryption table, where
-    /// only the age counts.
+    /// Returns whether one more use fits the limits. `usage` is `None` in the decryption table,
+    /// where only the age counts.
     fn admits(
         &self,
         fresh: &Fresh,
@@ -96,7 +96,7 @@ impl Entry {
                 .is_some_and(|total| total <= limits.max_bytes)
     }
 
-    /// Orders entries for eviction, lowest first: a pending entry that nobody waits on (a
+    /// Orders entries for eviction, lowest first: a pending entry that no caller waits on (a
     /// fetch that was cancelled), a key, and a fetch in progress.
     fn eviction_class(&self) -> u8 {
         if self.slot.initialized() {
@@ -121,7 +121,7 @@ impl Entry {
 }
 
 pub(super) enum Reservation {
-    /// A cached key within its limits; the use is already counted.
+    /// Cached key within its limits, whose use is already counted.
     Ready(CachedDataKey),
     /// A slot to fill, or being filled by another caller.
     Pending(Arc<OnceCell<Fresh>>),
@@ -177,7 +177,7 @@ impl Table {
         Reservation::Pending(slot)
     }
 
-    /// Takes the key that `slot` now holds if the entry still uses that slot and admits one
+    /// Takes the key that `slot` now contains if the entry still uses that slot and admits one
     /// more use, and counts it. Otherwise the caller must reserve again.
     pub(super) fn claim(
         &mut self,
@@ -221,7 +221,7 @@ impl Table {
             return;
         };
         // Callers clone the slot only under the table lock, which this caller holds, so a
-        // count of two (the entry and this caller) means that nobody else waits on it.
+        // count of two (the entry and this caller) means that no other caller waits on it.
         let idle = Arc::strong_count(slot) <= 2;
         if Arc::ptr_eq(&entry.slot, slot) && !slot.initialized() && idle {
             self.entries.remove(&id);
@@ -229,7 +229,7 @@ impl Table {
     }
 
     /// Evicts entries until one more fits: first the expired keys, then pending entries that
-    /// nobody waits on, then the least recently used key, and a fetch that callers wait on
+    /// no caller waits on, then the least recently used key, and a fetch that callers wait on
     /// only when nothing else is left. Scans the table, which is bounded by `max_entries`, and
     /// runs only on a miss.
     fn make_room(&mut self, now: Instant, limits: &CacheLimits) {

@@ -22,7 +22,7 @@ fn long_lived() -> CacheLimits {
 }
 
 #[tokio::test]
-async fn thousand_encrypts_use_one_key_per_hundred_messages() {
+async fn message_limit_rotates_keys() {
     let cache = cache_with(FakeSource::default(), long_lived().with_max_messages(100));
     let mut uses: HashMap<Vec<u8>, usize> = HashMap::new();
     for _ in 0..1000 {
@@ -39,7 +39,7 @@ async fn thousand_encrypts_use_one_key_per_hundred_messages() {
 }
 
 #[tokio::test]
-async fn thousand_encrypts_without_limits_use_one_key() {
+async fn cache_without_limits_uses_one_key() {
     let cache = cache_with(FakeSource::default(), long_lived());
     for _ in 0..1000 {
         cache
@@ -255,7 +255,7 @@ async fn fifty_concurrent_misses_make_one_call() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fifty_concurrent_misses_make_one_call_across_threads() {
+async fn concurrent_misses_make_one_call() {
     let source = FakeSource::with_delay(Duration::from_millis(200));
     let cache = Arc::new(cache_with(source, long_lived()));
     let barrier = Arc::new(tokio::sync::Barrier::new(50));
@@ -280,7 +280,7 @@ async fn fifty_concurrent_misses_make_one_call_across_threads() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn concurrent_misses_beyond_message_limit_share_few_calls() {
+async fn misses_beyond_message_limit_share_calls() {
     let source = FakeSource::with_delay(Duration::from_millis(50));
     let cache = Arc::new(cache_with(source, long_lived().with_max_messages(10)));
     let tasks: Vec<_> = (0..50)
@@ -341,7 +341,7 @@ async fn waiters_retry_after_failed_shared_call() {
         }
     }
 
-    // The caller whose call failed gets the error; the next waiter's call succeeds and the
+    // The caller whose call failed gets the error. The next waiter's call succeeds and the
     // rest share its key.
     assert_eq!(failures, 1);
     assert_eq!(cache.source().generated(), 2);
@@ -358,7 +358,7 @@ async fn used_up_key_is_dropped_from_memory() {
     drop(first);
     assert!(
         material.upgrade().is_some(),
-        "the cache still holds the key"
+        "the cache still contains the key"
     );
 
     let second = cache
@@ -375,7 +375,7 @@ async fn used_up_key_is_dropped_from_memory() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn expired_key_is_dropped_on_next_use_or_purge() {
+async fn expired_key_is_dropped() {
     let limits = CacheLimits::default().with_max_age(Duration::from_secs(60));
     let cache = cache_with(FakeSource::default(), limits);
     let material = cache

@@ -109,7 +109,7 @@ impl Client {
 
     /// Unseals a daemon whose root key is in a PKCS#11 token, after `seal`: the daemon
     /// unwraps its keyring with the token, so no share is sent. Root token only, so that
-    /// nobody else can undo an emergency seal.
+    /// no other caller can undo an emergency seal.
     pub async fn unseal_with_token(&self) -> Result<Status> {
         let request = Request::post("/v1/sys/unseal".into()).json(&serde_json::json!({}))?;
         self.send(request).await

@@ -35,7 +35,7 @@ pub(crate) const KEY_REF_INFO: &[u8] = b"kms-field-v1 key reference";
 /// its key reference and its ciphertext blob.
 ///
 /// Building one derives the subkeys with HKDF-SHA256, so build it once per data key and reuse
-/// it; [`super::FieldEncryptor`] does so through the data-key cache. The subkeys and key
+/// it. [`super::FieldEncryptor`] does so through the data-key cache. The subkeys and key
 /// schedules are zeroized on drop. Debug shows only the key reference.
 pub struct FieldKey {
     gcm: Aes256Gcm,
@@ -241,7 +241,7 @@ impl FieldKey {
     }
 
     /// Builds the AES-SIV cipher. aes-siv encrypts through `&mut self`, so one is built per
-    /// value instead of being shared behind a lock; that costs two AES key expansions.
+    /// value instead of being shared behind a lock. That costs two AES key expansions.
     fn siv(&self) -> Aes256Siv {
         Aes256Siv::new(&(*self.siv_key).into())
     }

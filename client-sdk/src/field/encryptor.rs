@@ -26,8 +26,8 @@ use crate::{Client, Context};
 ///
 /// [`FieldEncryptor::decrypt_only`] builds one that only reads, for a service whose token may
 /// decrypt but not generate. Every kind decrypts self-contained values through the KMS, and
-/// compact values whose stored key it holds. Every data key is requested with the encryptor's encryption context, which the
-/// KMS checks and records in its audit log.
+/// compact values whose stored key it has. Every data key is requested with the encryptor's
+/// encryption context, which the KMS checks and records in its audit log.
 ///
 /// The methods take `&self` and their futures are `Send`, so one encryptor behind an `Arc`
 /// (or cloned, which is cheap) serves every task of a service.
@@ -40,12 +40,12 @@ pub struct FieldEncryptor<S = Client> {
     keys: Vec<StoredKey>,
 }
 
-/// The source of the data key that encrypts.
+/// Source of the data key that encrypts.
 #[derive(Clone)]
 enum Target {
-    /// A cached, generated data key under a KMS key; randomized, self-contained values.
+    /// Cached, generated data key under a KMS key, for randomized, self-contained values.
     Generated { key_name: String },
-    /// The first stored key, in the given mode and form.
+    /// First stored key, in the given mode and form.
     Stored { mode: Mode, form: Form },
     /// No key: encryption fails.
     DecryptOnly,
@@ -102,7 +102,7 @@ impl<S: DataKeySource> FieldEncryptor<S> {
     }
 
     /// Adds a stored data key that decrypts compact values but no longer encrypts, such as
-    /// the key used before a rotation. A key whose reference the encryptor holds already is
+    /// the key used before a rotation. A key whose reference the encryptor has already is
     /// ignored.
     pub fn with_previous_key(mut self, key: StoredKey) -> Self {
         if self.find_key(key.key_ref()).is_none() {

@@ -10,13 +10,13 @@ use super::KeyRef;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The value does not start with a prefix of a known format version and mode.
+    /// Value that does not start with a prefix of a known format version and mode.
     #[error(
         "value is not an encrypted field value: expected it to start with \"f1r.\" or \"f1d.\""
     )]
     UnknownPrefix,
 
-    /// The value starts with the prefix of another format version.
+    /// Value that starts with the prefix of another format version.
     #[error(
         "value has field format version {version}, but this SDK reads only version 1: \
          upgrade the SDK"
@@ -26,14 +26,14 @@ pub enum Error {
         version: u16,
     },
 
-    /// The text after the prefix is not canonical unpadded URL-safe base64.
+    /// Text after the prefix that is not canonical unpadded URL-safe base64.
     #[error(
         "value is not valid: the text after the prefix must be unpadded URL-safe base64 \
          (A-Z, a-z, 0-9, '-' and '_')"
     )]
     InvalidBase64,
 
-    /// The decoded value is shorter than its layout needs.
+    /// Decoded value shorter than its layout needs.
     #[error("value is truncated: {len} bytes after decoding, at least {min} expected")]
     Truncated {
         /// Decoded length.
@@ -42,7 +42,7 @@ pub enum Error {
         min: usize,
     },
 
-    /// The form byte is neither compact (1) nor self-contained (2).
+    /// Form byte that is neither compact (1) nor self-contained (2).
     #[error("value has unknown form byte {byte:#04x}: expected 0x01 or 0x02")]
     UnknownForm {
         /// Form byte as found.
@@ -76,7 +76,7 @@ pub enum Error {
         found: KeyRef,
     },
 
-    /// A compact value references a data key that the encryptor does not hold.
+    /// A compact value references a data key that the encryptor does not have.
     #[error(
         "value references data key {key_ref}, which this FieldEncryptor does not hold: load \
          the stored data key with that reference and add it with with_previous_key"
@@ -99,7 +99,7 @@ pub enum Error {
         actual: KeyRef,
     },
 
-    /// The authentication tag did not match.
+    /// Authentication tag that did not match.
     #[error(
         "value failed authentication for field {field:?} ({}): it was modified, or it was \
          encrypted for another field name, record id or data key",
@@ -112,14 +112,14 @@ pub enum Error {
         with_record_id: bool,
     },
 
-    /// The field name or record id cannot be encoded, for example an empty field name.
+    /// Field name or record id that cannot be encoded, for example an empty field name.
     #[error("invalid field binding: {reason}")]
     InvalidFieldAad {
         /// Reason the binding was rejected.
         reason: &'static str,
     },
 
-    /// The data key does not have the 32 bytes of an AES-256 key.
+    /// Data key without the 32 bytes of an AES-256 key.
     #[error("data key has {len} bytes, but field encryption needs a 32-byte key")]
     InvalidKeyLength {
         /// Length of the data key.
@@ -130,7 +130,7 @@ pub enum Error {
     #[error("data key has no plaintext: generate it with include_plaintext set to true")]
     MissingPlaintext,
 
-    /// The plaintext is too long for the cipher (AES-GCM takes at most 2^36 - 32 bytes).
+    /// Plaintext too long for the cipher (AES-GCM takes at most 2^36 - 32 bytes).
     #[error("plaintext of {len} bytes is too long to encrypt as one field value")]
     PlaintextTooLong {
         /// Plaintext length.
@@ -174,12 +174,12 @@ pub enum Error {
     InvalidJson {
         /// Pointer of the field.
         pointer: String,
-        /// Parse or serialize error; it gives a line and column, not the text.
+        /// Parse or serialize error, which gives a line and column but not the text.
         #[source]
         source: serde_json::Error,
     },
 
-    /// The operating system's random number generator failed.
+    /// Failure of the operating system's random number generator.
     #[error("cannot draw a random nonce")]
     Random(#[source] getrandom::Error),
 

@@ -1,5 +1,5 @@
 //! Text and byte layout of a field value, format version 1, and the associated data that binds
-//! it. docs/field-encryption.md specifies every byte; keep the two in step.
+//! it. docs/field-encryption.md specifies every byte. Keep the two in step.
 
 use std::fmt;
 use std::str::FromStr;
@@ -24,7 +24,7 @@ pub(crate) const TAG_LEN: usize = 16;
 /// Largest wrapped data key that the 2-byte length field of a self-contained value can carry.
 pub(crate) const MAX_WRAPPED_KEY_LEN: usize = u16::MAX as usize;
 
-/// The cipher of a field value, named by its prefix.
+/// Cipher of a field value, named by its prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Mode {
@@ -62,13 +62,13 @@ impl fmt::Display for Mode {
     }
 }
 
-/// The way a field value names its data key.
+/// Way in which a field value names its data key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Form {
-    /// The value carries the 8-byte reference of a data key that the application stores once.
+    /// Value that carries the 8-byte reference of a data key that the application stores once.
     Compact,
-    /// The value carries the wrapped data key, so it decrypts with KMS access alone.
+    /// Value that carries the wrapped data key, so it decrypts with KMS access alone.
     SelfContained,
 }
 
@@ -81,7 +81,7 @@ impl fmt::Display for Form {
     }
 }
 
-/// The 8-byte reference of a data key, which compact values carry.
+/// 8-byte reference of a data key, which compact values carry.
 ///
 /// It is derived from the plaintext data key with HKDF-SHA256, so it stays the same when the
 /// data key's ciphertext blob is rewrapped under a newer key version. It is not secret.
@@ -136,7 +136,7 @@ impl FromStr for KeyRef {
     }
 }
 
-/// The binding of a value besides its data key: a field name and an optional record id.
+/// Binding of a value besides its data key: a field name and an optional record id.
 ///
 /// Decryption needs the same field name and record id, so a value copied into another column
 /// or another row fails to decrypt. Use a field name unique in the database, such as
@@ -269,7 +269,7 @@ pub(crate) fn encode(mode: Mode, payload: &[u8]) -> String {
     text
 }
 
-/// The location of a value's data key.
+/// Location of a value's data key.
 pub(crate) enum KeyLocator<'a> {
     /// A compact value's key reference.
     Ref(KeyRef),

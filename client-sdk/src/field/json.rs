@@ -37,10 +37,10 @@ impl<S: DataKeySource> FieldEncryptor<S> {
         Ok(())
     }
 
-    /// Replaces each field of `document` that a JSON pointer names, which must hold a value
+    /// Replaces each field of `document` that a JSON pointer names, which must contain a value
     /// written by [`FieldEncryptor::encrypt_json`], with the decrypted JSON value.
     ///
-    /// `pointers` and `record_id` must be those given to encrypt. Absent fields are skipped; a
+    /// `pointers` and `record_id` must be those given to encrypt. Absent fields are skipped. A
     /// field that is not a string fails with [`Error::JsonFieldNotEncrypted`]. When any field
     /// fails, `document` is left unchanged.
     pub async fn decrypt_json(
@@ -139,25 +139,7 @@ fn to_json(pointer: &str, value: &Value) -> Result<Zeroizing<Vec<u8>>> {
         pointer: pointer.to_owned(),
         source,
     };
-    let mut counter = ByteCounter(0);
-    serde_json::to_writer(&mut counter, value).map_err(failed)?;
-    let mut buffer = Zeroizing::new(Vec::with_capacity(counter.0));
-    serde_json::to_writer(&mut *buffer, value).map_err(failed)?;
-    Ok(buffer)
-}
-
-/// Counts the bytes written to it.
-struct ByteCounter(usize);
-
-impl std::io::Write for ByteCounter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0 += buf.len();
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    crate::client::to_zeroizing_json(value).map_err(failed)
 }
 
 fn json_type(value: &Value) -> &'static str {

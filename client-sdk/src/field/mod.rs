@@ -8,24 +8,24 @@
 //! - deterministic (`f1d.`): AES-SIV (RFC 5297) with a 512-bit key. Equal plaintexts with the
 //!   same field name and record id give equal values under one data key, so a column can be
 //!   searched by equality. This reveals which values are equal, how often each occurs, and
-//!   their lengths; it does not reveal their order.
+//!   their lengths. It does not reveal their order.
 //!
 //! Both keys, and the 8-byte key reference, are derived from one 32-byte data key with
 //! HKDF-SHA256. Two forms:
 //!
 //! - compact: the value carries the key reference of a data key that the application stores
 //!   once ([`StoredKey`]). 37 bytes of overhead in randomized mode and 25 in deterministic
-//!   mode, before base64; with the prefix, the text is never longer than unpadded base64 of
+//!   mode, before base64. With the prefix, the text is never longer than unpadded base64 of
 //!   the plaintext plus 40 bytes.
 //! - self-contained: the value carries the data key's ciphertext blob (86 bytes from `kmsd`),
 //!   so it decrypts with KMS access alone. 117 and 105 bytes of overhead.
 //!
-//! Every value is bound to a field name and an optional record id ([`FieldAad`]); decryption
+//! Every value is bound to a field name and an optional record id ([`FieldAad`]). Decryption
 //! with another field name or record id fails. `docs/field-encryption.md` specifies every byte.
 //!
 //! [`FieldEncryptor`] is the entry point for services: it takes data keys from a
 //! [`DataKeyCache`](crate::cache::DataKeyCache) and also encrypts fields of JSON documents.
-//! [`FieldKey`] encrypts without a cache or a runtime, under a data key that the caller holds.
+//! [`FieldKey`] encrypts without a cache or a runtime, under a data key that the caller has.
 //!
 //! ```no_run
 //! # async fn example(client: client_sdk::Client) -> Result<(), client_sdk::field::Error> {

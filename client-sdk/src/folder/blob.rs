@@ -27,7 +27,7 @@ pub(super) struct Snapshot {
     pub(super) mtime: Mtime,
 }
 
-/// The blobs of one encrypted folder and the root their keys derive from.
+/// Blobs of one encrypted folder and the root their keys derive from.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Blobs<'a> {
     pub(super) store: &'a Store,
@@ -38,8 +38,8 @@ impl Blobs<'_> {
     /// Encrypts the file at `source` into the blob of `id`.
     ///
     /// The blob is written to a temporary file in its subfolder, synced, and renamed to its id
-    /// without replacing anything. The file must match `snapshot` when it is opened and after it
-    /// is read ([`Error::InputChanged`] otherwise), so the manifest describes what the blob holds.
+    /// without replacing anything. The file must match `snapshot` when it is opened and after it is
+    /// read ([`Error::InputChanged`] otherwise), so the manifest describes what the blob contains.
     pub(super) fn encrypt(
         &self,
         id: FileId,

@@ -38,7 +38,7 @@ impl Prepared {
     }
 }
 
-/// The folder key and the `kmsd` slot that wraps it.
+/// Folder key and the `kmsd` slot that wraps it.
 #[derive(Debug)]
 pub(super) struct FolderKey {
     key: FileKey,
@@ -151,7 +151,7 @@ struct Job {
     snapshot: Snapshot,
 }
 
-/// The new manifest's entries and the files whose contents need a new blob.
+/// New manifest's entries and the files whose contents need a new blob.
 #[derive(Debug, Default)]
 struct Plan {
     entries: Vec<Entry>,

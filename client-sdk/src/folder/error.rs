@@ -14,7 +14,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// encryption, and on decryption both the blob path and the original path of the entry that the
 /// manifest lists. The original paths are hidden in the encrypted folder, so keep these messages
 /// out of logs that people without access to the folder read. Variants with a cause leave it out
-/// of their own message; walk [`std::error::Error::source`] to print it.
+/// of their own message. Walk [`std::error::Error::source`] to print it.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -27,7 +27,7 @@ pub enum Error {
         reason: String,
     },
 
-    /// The folder to encrypt is not a folder.
+    /// Source of an encryption that is not a folder.
     #[error("{} is not a folder: pass the folder to encrypt", path.display())]
     SourceNotFolder {
         /// Path as given.
@@ -42,13 +42,13 @@ pub enum Error {
         destination.display()
     )]
     FoldersOverlap {
-        /// The folder that is read.
+        /// Folder that is read.
         source_folder: PathBuf,
-        /// The folder that is written.
+        /// Folder that is written.
         destination: PathBuf,
     },
 
-    /// The destination of an encryption contains files that folder encryption did not write.
+    /// Destination of an encryption that contains files that folder encryption did not write.
     #[error(
         "{} contains {}, which folder encryption did not write: pass an empty or absent folder, \
          or one that an earlier folder encryption wrote",
@@ -56,16 +56,16 @@ pub enum Error {
         found.display()
     )]
     ForeignDestination {
-        /// The destination folder.
+        /// Destination folder.
         path: PathBuf,
-        /// The first unexpected entry.
+        /// First unexpected entry.
         found: PathBuf,
     },
 
-    /// The destination of a decryption exists and is not an empty folder.
+    /// Destination of a decryption that exists and is not an empty folder.
     #[error("{} is not an empty folder: decrypt into an empty or absent folder", path.display())]
     DestinationNotEmpty {
-        /// The destination as given.
+        /// Destination as given.
         path: PathBuf,
     },
 
@@ -75,11 +75,11 @@ pub enum Error {
         path.display()
     )]
     FolderBusy {
-        /// The destination folder.
+        /// Destination folder.
         path: PathBuf,
     },
 
-    /// The source folder contains a FIFO, socket or device, which the format cannot store.
+    /// FIFO, socket or device in the source folder, which the format cannot store.
     #[error(
         "{} is a {kind}, which folder encryption cannot store: move it out of the folder",
         path.display()
@@ -102,7 +102,7 @@ pub enum Error {
         path: PathBuf,
         /// Length of the relative path in bytes.
         len: usize,
-        /// The limit in bytes.
+        /// Limit in bytes.
         max: usize,
     },
 
@@ -116,7 +116,7 @@ pub enum Error {
         path: PathBuf,
     },
 
-    /// The encrypted folder has no manifest.
+    /// Encrypted folder without a manifest.
     #[error(
         "no manifest at {}: pass a folder that folder encryption wrote",
         path.display()
@@ -126,17 +126,17 @@ pub enum Error {
         path: PathBuf,
     },
 
-    /// The manifest file failed to parse or to decrypt, for example after it was altered.
+    /// Manifest file that failed to parse or to decrypt, for example after it was altered.
     #[error("cannot decrypt the manifest {}", path.display())]
     Manifest {
         /// Path of the manifest.
         path: PathBuf,
-        /// The file format error, which names the cause and the fix.
+        /// File format error, which names the cause and the fix.
         #[source]
         source: Box<stream::Error>,
     },
 
-    /// The manifest decrypted, but its contents break the manifest format.
+    /// Manifest that decrypted but whose contents break the manifest format.
     #[error(
         "the manifest {} is malformed ({reason}): it was not written by this SDK; nothing was \
          written",
@@ -145,11 +145,11 @@ pub enum Error {
     MalformedManifest {
         /// Path of the manifest.
         path: PathBuf,
-        /// The rule that the contents break.
+        /// Rule that the contents break.
         reason: &'static str,
     },
 
-    /// The manifest lists a path that would be written outside the destination, or through a
+    /// Path in the manifest that would be written outside the destination, or through a
     /// symlink.
     #[error(
         "the manifest {} lists the unsafe path {entry:?} ({reason}): it was not written by this \
@@ -159,13 +159,13 @@ pub enum Error {
     UnsafeEntryPath {
         /// Path of the manifest.
         path: PathBuf,
-        /// The listed path, with bytes that are not UTF-8 replaced.
+        /// Listed path, with bytes that are not UTF-8 replaced.
         entry: String,
-        /// The rule that the path breaks.
+        /// Rule that the path breaks.
         reason: &'static str,
     },
 
-    /// The manifest has no `kmsd` key slot, so only a recovery identity opens it.
+    /// Manifest without a `kmsd` key slot, which only a recovery identity opens.
     #[error(
         "the manifest {} has no kmsd key slot: decrypt the folder with its recovery identity",
         path.display()
@@ -206,7 +206,7 @@ pub enum Error {
     Kms {
         /// `generate` or `decrypt`.
         action: &'static str,
-        /// The SDK error, which names the cause and the fix.
+        /// SDK error, which names the cause and the fix.
         #[source]
         source: Box<crate::Error>,
     },
@@ -223,17 +223,17 @@ pub enum Error {
     Recovery {
         /// Path of the manifest.
         path: PathBuf,
-        /// The file format error, which names the recipients the folder was written for.
+        /// File format error, which names the recipients the folder was written for.
         #[source]
         source: Box<stream::Error>,
     },
 
-    /// The file format rejected the options or failed while encrypting.
+    /// Options that the file format rejected, or a failure of the file format while encrypting.
     #[error("cannot encrypt {}", path.display())]
     Encrypt {
         /// Path of the file, or of the manifest.
         path: PathBuf,
-        /// The file format error.
+        /// File format error.
         #[source]
         source: Box<stream::Error>,
     },
@@ -272,14 +272,14 @@ pub enum Error {
         blob: PathBuf,
         /// Path of the entry, relative to the folder.
         entry: PathBuf,
-        /// The file format error, which names the cause and the fix.
+        /// File format error, which names the cause and the fix.
         #[source]
         source: Box<stream::Error>,
     },
 
     /// A blob decrypted to another length than the manifest lists.
     #[error(
-        "blob {} of {} holds {found} bytes, but the manifest lists {expected}: restore the \
+        "blob {} of {} contains {found} bytes, but the manifest lists {expected}: restore the \
          encrypted folder from an intact copy",
         blob.display(),
         entry.display()
@@ -302,12 +302,12 @@ pub enum Error {
         action: &'static str,
         /// Path of the file or folder.
         path: PathBuf,
-        /// The I/O error.
+        /// I/O error.
         #[source]
         source: io::Error,
     },
 
-    /// The new manifest is in place, but a blob it no longer lists could not be removed.
+    /// Unlisted blob that could not be removed after the new manifest was put in place.
     #[error(
         "the new manifest is in place, but the unlisted blob {} cannot be removed: run the \
          encryption again to retry",
@@ -316,16 +316,16 @@ pub enum Error {
     Cleanup {
         /// Path of the blob or temporary file.
         path: PathBuf,
-        /// The I/O error.
+        /// I/O error.
         #[source]
         source: io::Error,
     },
 
-    /// The system random number generator failed.
+    /// Failure of the system random number generator.
     #[error("the system random number generator failed: check that /dev/urandom is readable")]
     Random,
 
-    /// The caller dropped the operation, or the runtime shut down, before it finished.
+    /// Operation dropped by the caller, or stopped by a runtime shutdown, before it finished.
     #[error("the operation was cancelled before it finished: run it again")]
     Cancelled,
 }

@@ -13,12 +13,12 @@ use crate::stream::FileKey;
 pub(super) const FILE_ID_LEN: usize = 16;
 /// Length of the blob key root in bytes.
 pub(super) const BLOB_ROOT_LEN: usize = 32;
-/// HKDF info label of a file key; the 16 bytes of the file id follow it.
+/// HKDF info label of a file key, followed by the 16 bytes of the file id.
 const FILE_KEY_LABEL: &[u8] = b"kms-folder-v1 file";
-/// Key of the single encryption context entry of every blob; the value is the file id in hex.
+/// Key of the single encryption context entry of every blob, whose value is the file id in hex.
 pub(super) const FILE_ID_CONTEXT_KEY: &str = "kms-folder-file-id";
 
-/// The random id of one encrypted file version, which names its blob.
+/// Random id of one encrypted file version, which names its blob.
 ///
 /// A changed file gets a new id, so an id is never used for two contents.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -45,7 +45,7 @@ impl FileId {
         self.0.iter().map(|byte| format!("{byte:02x}")).collect()
     }
 
-    /// Parses 32 lower-case hex digits; any other text is not a blob name.
+    /// Parses 32 lower-case hex digits. Any other text is not a blob name.
     pub(super) fn parse_hex(text: &str) -> Option<Self> {
         if text.len() != 2 * FILE_ID_LEN {
             return None;
@@ -72,10 +72,10 @@ fn hex_digit(digit: u8) -> Option<u8> {
     }
 }
 
-/// The 32-byte secret from which every file key of a folder is derived.
+/// 32-byte secret from which every file key of a folder is derived.
 ///
 /// It is random, made at the first encryption, and stored only inside the encrypted manifest,
-/// so the folder's data key protects it. Zeroized on drop; `Debug` prints no bytes.
+/// so the folder's data key protects it. Zeroized on drop, and `Debug` prints no bytes.
 #[derive(Zeroize, ZeroizeOnDrop)]
 pub(super) struct BlobKeyRoot([u8; BLOB_ROOT_LEN]);
 
@@ -87,7 +87,7 @@ impl BlobKeyRoot {
         Ok(root)
     }
 
-    /// Copies a root from manifest bytes; the caller zeroizes its copy.
+    /// Copies a root from manifest bytes. The caller zeroizes its copy.
     pub(super) fn from_bytes(bytes: &[u8; BLOB_ROOT_LEN]) -> Self {
         BlobKeyRoot(*bytes)
     }
@@ -104,7 +104,7 @@ impl BlobKeyRoot {
         let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, &[]).extract(&self.0);
         let info = [FILE_KEY_LABEL, id.as_bytes().as_slice()];
         let mut okm = Zeroizing::new([0; FileKey::LEN]);
-        // Expand and fill fail only for outputs longer than 255 hash lengths; this one has 32
+        // Expand and fill fail only for outputs longer than 255 hash lengths. This one has 32
         // bytes, the length of HKDF_SHA256 as a key type.
         prk.expand(&info, hkdf::HKDF_SHA256)
             .and_then(|expanded| expanded.fill(okm.as_mut_slice()))

@@ -1,7 +1,7 @@
 //! The manifest: every entry of the folder with its metadata, and its binary encoding.
 //!
 //! The encoded manifest is the plaintext of the encrypted file `manifest`. All integers are
-//! big-endian; `docs/folder-format.md` gives every byte. Readers accept one canonical form:
+//! big-endian. `docs/folder-format.md` gives every byte. Readers accept one canonical form:
 //! entries in strictly ascending byte order of their paths, each parent listed as a folder
 //! before its children, and no path that could leave the destination.
 
@@ -72,7 +72,7 @@ pub(super) struct FileMeta {
     pub(super) id: FileId,
 }
 
-/// The decrypted manifest.
+/// Decrypted manifest.
 #[derive(Debug)]
 pub(super) struct Manifest {
     pub(super) blob_root: BlobKeyRoot,
@@ -87,7 +87,7 @@ pub(super) struct Manifest {
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct Malformed {
     pub(super) reason: &'static str,
-    /// The offending path, when the failure is a path that could leave the destination.
+    /// Offending path, when the failure is a path that could leave the destination.
     pub(super) unsafe_path: Option<Vec<u8>>,
 }
 
@@ -140,7 +140,7 @@ impl Manifest {
         let count = input.u64()?;
         if count > (input.remaining() / MIN_ENTRY_LEN) as u64 {
             return Err(malformed(
-                "the entry count exceeds what the manifest length holds",
+                "the entry count exceeds what the manifest length can contain",
             ));
         }
 

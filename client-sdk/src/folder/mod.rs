@@ -1,6 +1,6 @@
 //! Encryption of whole folders, with names and tree shape hidden and incremental updates.
 //!
-//! [`encrypt_folder`] turns a folder into an encrypted folder that holds only an encrypted
+//! [`encrypt_folder`] turns a folder into an encrypted folder that contains only an encrypted
 //! manifest and one blob per file, named by random ids:
 //!
 //! ```text
@@ -93,7 +93,7 @@ pub struct FolderOptions {
     /// recovery slots of the previous manifest are kept.
     pub recovery: Option<stream::RecoveryRecipient>,
     /// Plaintext bytes per segment of the manifest and of new blobs, from
-    /// [`MIN_SEGMENT_SIZE`] to [`MAX_SEGMENT_SIZE`]; `None` means [`DEFAULT_SEGMENT_SIZE`].
+    /// [`MIN_SEGMENT_SIZE`] to [`MAX_SEGMENT_SIZE`], or `None` for [`DEFAULT_SEGMENT_SIZE`].
     pub segment_size: Option<u32>,
 }
 
@@ -172,10 +172,10 @@ pub struct FolderReport {
 ///
 /// `dst` must be absent, empty, or an encrypted folder ([`Error::ForeignDestination`]
 /// otherwise), and neither folder may contain the other. A first run makes one
-/// `new_data_key` call; a later run makes one `decrypt_data_key` call and encrypts only new and
+/// `new_data_key` call. A later run makes one `decrypt_data_key` call and encrypts only new and
 /// changed files. The destination is locked against other runs meanwhile
 /// ([`Error::FolderBusy`]). `progress` is called with the number of plaintext bytes encrypted
-/// since its previous call; the calls add up to [`FolderReport::bytes`].
+/// since its previous call. The calls add up to [`FolderReport::bytes`].
 ///
 /// Symlinks are stored with their targets and never followed. FIFOs, sockets and devices are
 /// rejected with [`Error::UnsupportedFileType`]. A file that changes while it is read fails the
@@ -252,7 +252,7 @@ pub async fn decrypt_folder_with_identity(
 /// plaintext, unwrapping the folder key with one `decrypt_data_key` call.
 ///
 /// It detects what [`decrypt_folder`] would reject: an altered manifest or blob, a missing,
-/// swapped or truncated blob. Blobs that the manifest does not list are not reported; the next
+/// swapped or truncated blob. Blobs that the manifest does not list are not reported. The next
 /// [`encrypt_folder`] run removes them. `progress` is called with the number of plaintext bytes
 /// checked since its previous call.
 pub async fn verify_folder<S: DataKeySource>(

@@ -62,7 +62,7 @@ pub(super) fn open(source: &Path, destination: Option<&Path>) -> Result<Opened> 
     Ok(Opened { store, header })
 }
 
-/// Unwraps the folder key from a recovery slot of the manifest; no `kmsd` is involved.
+/// Unwraps the folder key from a recovery slot of the manifest. No `kmsd` is involved.
 pub(super) fn unwrap_recovery(opened: &Opened, identities: &[RecoveryIdentity]) -> Result<FileKey> {
     opened
         .header
@@ -153,7 +153,7 @@ fn fill(staging: &Path, manifest: &Manifest, blobs: Blobs<'_>, progress: &Progre
     }
 
     // Children before parents, because creating a child changes its parent's mtime and a
-    // read-only parent would refuse it.
+    // read-only parent would reject it.
     for entry in manifest.entries.iter().rev() {
         if entry.kind == EntryKind::Dir && entry.path.contains(&b'/') {
             seal_dir(&absolute(staging, &entry.path), entry)?;
@@ -203,7 +203,7 @@ fn finish(staging: &Path, destination: &Path, manifest: &Manifest) -> Result<()>
     for entry in top_level() {
         let from = absolute(staging, &entry.path);
         let to = absolute(destination, &entry.path);
-        // The destination was empty; something created there since must not be replaced.
+        // The destination was empty. Something created there since must not be replaced.
         if fs::symlink_metadata(&to).is_ok() {
             return Err(Error::DestinationNotEmpty {
                 path: destination.to_owned(),

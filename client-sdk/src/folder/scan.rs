@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use super::error::{Error, Result};
 use super::manifest::{MAX_PATH_LEN, MODE_MASK, Mtime};
 
-/// The source folder as found: its root and every entry below it.
+/// Source folder as found: its root and every entry below it.
 #[derive(Debug)]
 pub(super) struct Scan {
     pub(super) root_mode: u32,

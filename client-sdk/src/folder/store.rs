@@ -223,7 +223,7 @@ impl Store {
 /// Rejects a source and a destination of which one contains the other, because the output
 /// would then be read as input, or the input overwritten.
 ///
-/// Both paths are compared after resolving symlinks; a path that does not exist yet is
+/// Both paths are compared after resolving symlinks. A path that does not exist yet is
 /// resolved through its deepest existing ancestor.
 pub(super) fn check_overlap(source: &Path, destination: &Path) -> Result<()> {
     let source_real = resolve(source)?;

@@ -74,8 +74,8 @@ where
 ///
 /// After the first failure the threads take no new jobs, so jobs after it may not have run.
 ///
-/// TODO: one job is one file on one thread, so a folder of a single large file uses one core;
-/// `stream::encrypt_file` splits a file across cores but reports no progress.
+/// TODO: one job is one file on one thread, so a folder of a single large file uses one core.
+/// `stream::encrypt_file` splits a file across cores, but it reports no progress.
 pub(super) fn for_each_parallel<J, F>(jobs: &[J], work: F) -> Result<()>
 where
     J: Sync,

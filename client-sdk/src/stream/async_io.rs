@@ -22,7 +22,7 @@ use crate::Context;
 
 /// Reads and parses the header at the start of `reader`, leaving it at the first segment.
 ///
-/// The async form of [`read_header`](super::read_header); it reads exactly the header bytes.
+/// Async form of [`read_header`](super::read_header), which reads exactly the header bytes.
 pub async fn read_header_async<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Header> {
     let mut prefix = [0; PREFIX_LEN];
     read_exact(reader, &mut prefix[..4]).await?;
@@ -50,7 +50,7 @@ async fn read_exact<R: AsyncRead + Unpin>(reader: &mut R, out: &mut [u8]) -> Res
 /// Encrypts an async stream into the file format, holding one segment in memory.
 ///
 /// The header goes out with the first write, flush or shutdown. `shutdown` (or
-/// [`finish`](Self::finish), which keeps the inner writer open) seals the last segment; a
+/// [`finish`](Self::finish), which keeps the inner writer open) seals the last segment. A
 /// writer dropped before that leaves output that readers reject as truncated.
 ///
 /// ```
@@ -71,7 +71,7 @@ async fn read_exact<R: AsyncRead + Unpin>(reader: &mut R, out: &mut [u8]) -> Res
 pub struct AsyncEncryptingWriter<W> {
     inner: W,
     header: Header,
-    /// The encoded header and how much of it is written.
+    /// Encoded header, of which `header_written` bytes are written.
     header_bytes: Vec<u8>,
     header_written: usize,
     sealer: Sealer,
@@ -174,7 +174,7 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for AsyncEncryptingWriter<W> {
         if data.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        // The sealer takes nothing when it sealed a full segment; the second round takes data.
+        // The sealer takes nothing when it sealed a full segment. The second round takes data.
         loop {
             ready!(this.poll_pending(cx))?;
             let taken = this

@@ -9,23 +9,23 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Everything that can go wrong while writing or reading an encrypted file or stream.
 ///
 /// No variant carries key bytes or plaintext, so every message is safe to log. Variants that wrap
-/// an I/O error leave it out of their own message; walk [`std::error::Error::source`] to print
+/// an I/O error leave it out of their own message. Walk [`std::error::Error::source`] to print
 /// it.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The input does not start with the magic bytes `KMSF`.
+    /// Input that does not start with the magic bytes `KMSF`.
     #[error(
         "not a KMS encrypted file: expected the magic bytes 4b4d5346 (\"KMSF\"), found {}; \
          check that the input is the encrypted file",
         hex(found)
     )]
     BadMagic {
-        /// The first four bytes of the input.
+        /// First four bytes of the input.
         found: [u8; 4],
     },
 
-    /// The header names a format version that this SDK cannot read.
+    /// Format version that this SDK cannot read.
     #[error(
         "unsupported file format version {version} (this SDK reads version 1): \
          decrypt the file with a newer SDK"
@@ -35,7 +35,7 @@ pub enum Error {
         version: u8,
     },
 
-    /// The header names an algorithm that this SDK cannot read.
+    /// Algorithm id that this SDK cannot read.
     #[error(
         "unsupported algorithm id {algorithm} (this SDK reads 1, AES-256-GCM with HKDF-SHA256): \
          decrypt the file with a newer SDK"
@@ -70,20 +70,20 @@ pub enum Error {
         len: usize,
     },
 
-    /// The header is longer than [`MAX_HEADER_LEN`](super::MAX_HEADER_LEN).
+    /// Header longer than [`MAX_HEADER_LEN`](super::MAX_HEADER_LEN).
     #[error(
         "the header exceeds the limit of {limit} bytes: when writing, pass fewer or smaller key \
          slots; when reading, the input is damaged or was not written by this SDK"
     )]
     HeaderTooLarge {
-        /// The limit in bytes.
+        /// Limit in bytes.
         limit: usize,
     },
 
-    /// The header cannot be parsed.
+    /// Header that cannot be parsed.
     #[error("malformed header: {reason}; the input is damaged or was not written by this SDK")]
     MalformedHeader {
-        /// The field that failed to parse.
+        /// Field that failed to parse.
         reason: &'static str,
     },
 
@@ -114,21 +114,21 @@ pub enum Error {
         available: usize,
     },
 
-    /// The input ends inside the header.
+    /// Input that ends inside the header.
     #[error(
         "the input ends inside the file header: the file was truncated or is not a KMS \
          encrypted file"
     )]
     TruncatedHeader,
 
-    /// The encryption context passed to the reader differs from the one in the header.
+    /// Encryption context passed to the reader that differs from the one in the header.
     #[error(
         "the encryption context differs from the one stored in the file header: pass the \
          context the file was written with (the header lists it), or the header was altered"
     )]
     ContextMismatch,
 
-    /// The key commitment in the header does not match the file key.
+    /// Key commitment in the header that does not match the file key.
     #[error(
         "wrong file key, or the header was altered: unwrap a key slot of this file, and check \
          that the file is the one the key belongs to"
@@ -145,7 +145,7 @@ pub enum Error {
         index: u32,
     },
 
-    /// The input ends before the last segment.
+    /// Input that ends before the last segment.
     #[error(
         "the file is truncated: it ends after {complete_segments} complete segments without \
          a last segment; restore it from an intact copy"
@@ -155,7 +155,7 @@ pub enum Error {
         complete_segments: u64,
     },
 
-    /// The input continues after its last segment.
+    /// Input that continues after its last segment.
     #[error(
         "the file continues after its last segment {last_segment}: bytes were appended to it; \
          restore it from an intact copy"
@@ -165,7 +165,7 @@ pub enum Error {
         last_segment: u32,
     },
 
-    /// The plaintext needs more than 2^32 segments.
+    /// Plaintext that needs more than 2^32 segments.
     #[error("the data needs more than 2^32 segments: encrypt it with a larger segment size")]
     TooManySegments,
 
@@ -179,7 +179,7 @@ pub enum Error {
     /// A recovery recipient string is not an age X25519 recipient.
     #[error("invalid recovery recipient {recipient:?}: {reason}; expected an `age1...` string")]
     InvalidRecipient {
-        /// The string given, which is a public key.
+        /// String given, which is a public key.
         recipient: String,
         /// Reason the age parser gave.
         reason: &'static str,
@@ -191,7 +191,7 @@ pub enum Error {
          `AGE-SECRET-KEY-1...`, a comment starting with `#`, or a blank line"
     )]
     InvalidIdentity {
-        /// One-based line number; the line itself is left out because it may hold a key.
+        /// One-based line number. The line itself is left out because it may contain a key.
         line: usize,
     },
 
@@ -201,7 +201,7 @@ pub enum Error {
     )]
     NoIdentities,
 
-    /// The header has no recovery slot.
+    /// Header without a recovery slot.
     #[error("the file has no recovery slot: unwrap its kmsd slot instead")]
     NoRecoverySlot,
 
@@ -211,7 +211,7 @@ pub enum Error {
         recipients.join(", ")
     )]
     NoMatchingIdentity {
-        /// Recipients named by the recovery slots; they are public keys.
+        /// Recipients named by the recovery slots, which are public keys.
         recipients: Vec<String>,
     },
 
@@ -238,7 +238,7 @@ pub enum Error {
         path: PathBuf,
     },
 
-    /// The system random number generator failed.
+    /// Failure of the system random number generator.
     #[error("the system random number generator failed: check that /dev/urandom is readable")]
     Random,
 
@@ -255,7 +255,7 @@ pub enum Error {
     /// A file operation failed.
     #[error("cannot {action} {}", path.display())]
     File {
-        /// What the operation did, such as `open` or `write to`.
+        /// Operation that failed, such as `open` or `write to`.
         action: &'static str,
         /// Path of the file.
         path: PathBuf,

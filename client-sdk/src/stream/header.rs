@@ -21,7 +21,7 @@ const FIXED_LEN: usize = PREFIX_LEN + 4 + 4 + SALT_LEN + NONCE_PREFIX_LEN;
 /// Shortest valid header: an empty context and two empty slot copies.
 const MIN_HEADER_LEN: usize = FIXED_LEN + 4 + COMMITMENT_LEN + 2 * COPY_HEAD_LEN;
 
-/// The segment cipher of a file.
+/// Segment cipher of a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Algorithm {
@@ -46,10 +46,10 @@ impl fmt::Display for Algorithm {
     }
 }
 
-/// The parsed header of an encrypted file.
+/// Parsed header of an encrypted file.
 ///
 /// [`read_header`] returns it before the file key is known, so that the caller can unwrap a key
-/// slot; [`DecryptingReader::new`](super::DecryptingReader::new) and the other readers then
+/// slot. [`DecryptingReader::new`](super::DecryptingReader::new) and the other readers then
 /// check the context and the commitment. Everything here except the slots is authenticated
 /// only once that check passes.
 #[derive(Clone, PartialEq, Eq)]
@@ -134,7 +134,7 @@ impl Header {
     ///
     /// Fails with [`Error::NoRecoverySlot`] when the header has none, and with
     /// [`Error::NoMatchingIdentity`] when no identity fits. A slot that is damaged or contains
-    /// another key does not stop the search; its error is returned if no other slot works.
+    /// another key does not stop the search. Its error is returned if no other slot works.
     pub fn unwrap_recovery(&self, identities: &[RecoveryIdentity]) -> Result<FileKey> {
         let mut recipients = Vec::new();
         let mut first_error = None;
@@ -182,7 +182,7 @@ impl Header {
     }
 
     /// Builds the header of a new file from a given salt and nonce prefix. Only tests and the
-    /// benchmarks pass fixed values; everything else goes through [`Header::create`].
+    /// benchmarks pass fixed values. Everything else goes through [`Header::create`].
     pub(crate) fn create_with(
         key: &FileKey,
         context: &Context,
@@ -195,7 +195,7 @@ impl Header {
         check_segment_size(segment_size)?;
         validate_context(context)?;
 
-        // The slot area grows to fit the initial slots; the header as a whole has a limit.
+        // The slot area grows to fit the initial slots. The header as a whole has a limit.
         let list = encode_slot_list(&slots)?;
         let area_len = (options.slot_area_len() as usize).max(COPY_HEAD_LEN + list.len());
         let too_large = Error::HeaderTooLarge {
@@ -353,7 +353,7 @@ impl Header {
     }
 }
 
-/// Prints the public fields; the salt, nonce prefix and commitment are left out as noise.
+/// Prints the public fields. The salt, nonce prefix and commitment are left out as noise.
 impl fmt::Debug for Header {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Header")

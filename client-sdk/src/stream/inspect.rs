@@ -1,4 +1,4 @@
-//! Reading what a file's header and length say, without any key.
+//! Inspection of a file's header and length, without any key.
 
 use std::fs::File;
 use std::path::Path;
@@ -7,7 +7,7 @@ use super::error::{Error, Result};
 use super::header::{Header, read_header};
 use super::layout::Layout;
 
-/// What the header and the length of an encrypted file state, read without a key.
+/// Header and lengths of an encrypted file, read without a key.
 ///
 /// Nothing here is authenticated: the header fields are checked only when a reader verifies
 /// the commitment, and the lengths only when the last segment opens. Show them to help choose
@@ -15,7 +15,7 @@ use super::layout::Layout;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct FileInfo {
-    /// The parsed header: version, algorithm, segment size, context and key slots.
+    /// Parsed header: version, algorithm, segment size, context and key slots.
     pub header: Header,
     /// Length of the encrypted file in bytes.
     pub encrypted_len: u64,

@@ -11,12 +11,12 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 use super::error::{Error, Result};
 use super::{COMMITMENT_LEN, NONCE_PREFIX_LEN, TAG_LEN};
 
-/// HKDF info label of the segment key; the SHA-256 of the authenticated header follows it.
+/// HKDF info label of the segment key, followed by the SHA-256 of the authenticated header.
 const SEGMENT_KEY_LABEL: &[u8] = b"kms-file-v1 segment";
-/// HKDF info label of the commitment key; the SHA-256 of the authenticated header follows it.
+/// HKDF info label of the commitment key, followed by the SHA-256 of the authenticated header.
 const COMMIT_KEY_LABEL: &[u8] = b"kms-file-v1 commit";
 
-/// The 32-byte key of one encrypted file: a data key from `kmsd` or a random key.
+/// 32-byte key of one encrypted file: a data key from `kmsd` or a random key.
 ///
 /// The bytes are zeroized on drop and never printed: `Debug` shows `FileKey(<redacted>)`.
 #[derive(Zeroize, ZeroizeOnDrop)]
@@ -65,7 +65,7 @@ impl fmt::Debug for FileKey {
     }
 }
 
-/// The AES-256-GCM key and nonce prefix that seal and open the segments of one file.
+/// AES-256-GCM key and nonce prefix that seal and open the segments of one file.
 ///
 /// NOTE: ring does not zeroize its AES key schedule on drop, so the segment key stays in freed
 /// memory until it is reused. The file key itself is zeroized.
@@ -114,7 +114,7 @@ impl SegmentCipher {
     }
 }
 
-/// The keys of one file, derived from the file key, the salt and the authenticated header.
+/// Keys of one file, derived from the file key, the salt and the authenticated header.
 pub(crate) struct FileKeys {
     pub(crate) cipher: SegmentCipher,
     commit_key: hmac::Key,
@@ -133,7 +133,7 @@ impl FileKeys {
 
         let segment_info = [SEGMENT_KEY_LABEL, header_hash.as_ref()];
         let commit_info = [COMMIT_KEY_LABEL, header_hash.as_ref()];
-        // Expand fails only for outputs longer than 255 hash lengths; both keys have 32 bytes.
+        // Expand fails only for outputs longer than 255 hash lengths. Both keys have 32 bytes.
         let segment_okm = prk
             .expand(&segment_info, &AES_256_GCM)
             .expect("32 bytes is a valid HKDF-SHA256 output length");

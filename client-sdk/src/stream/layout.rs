@@ -1,17 +1,17 @@
-//! Where each segment sits in the plaintext and in an encrypted file of known length.
+//! Segment positions in the plaintext and in an encrypted file of known length.
 
 use super::TAG_LEN;
 use super::error::{Error, Result};
 use super::header::Header;
 
-/// The segment positions of one file, from its header and its length.
+/// Segment positions of one file, from its header and its length.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Layout {
     pub(super) header_len: u64,
     pub(super) segment_size: u64,
     /// Number of segments, from 1 to 2^32.
     pub(super) segments: u64,
-    /// Bytes of the last segment's plaintext plus its tag, as stored; for a cut file this can
+    /// Bytes of the last segment's plaintext plus its tag, as stored. For a cut file this can
     /// be less than a tag.
     pub(super) last_chunk_len: u64,
 }
@@ -78,7 +78,8 @@ impl Layout {
         }
     }
 
-    /// Plaintext length of segment `index`; call only when its stored length holds a tag.
+    /// Returns the plaintext length of segment `index`. Call it only when the segment's stored
+    /// length contains a tag.
     pub(super) fn plaintext_len(&self, index: u32) -> usize {
         self.stored_chunk_len(index).saturating_sub(TAG_LEN)
     }

@@ -25,12 +25,12 @@
 //! `"kms-file-v1 segment" || SHA-256(A)` and the commitment key with info
 //! `"kms-file-v1 commit" || SHA-256(A)`. The commitment is HMAC-SHA256(commitment key, A).
 //! A reader checks it in constant time before it opens any segment, so one file opens under
-//! one key only, and a change to any byte of `A` (version, algorithm, lengths, salt, nonce
-//! prefix, context) is caught before any plaintext exists.
+//! one key only. A change to any byte of `A` (version, algorithm, lengths, salt, nonce prefix,
+//! context) is therefore caught before any plaintext exists.
 //!
 //! Segment `i` is sealed under the segment key with the nonce `prefix || i as u32 || last`,
 //! where `last` is 1 for the last segment and 0 for the others, and no associated data. The
-//! segment key depends on the salt and on `A`, so segments cannot move between files; the
+//! segment key depends on the salt and on `A`, so segments cannot move between files. The
 //! index and the flag in the nonce catch reordering, duplication, truncation and appended
 //! segments.
 //!
@@ -38,7 +38,7 @@
 //! file key and without rewriting the body ([`rewrap_file`]). Nothing authenticates them: a
 //! slot that unwraps to any key other than `K` fails the commitment, so a changed slot can
 //! deny access but cannot make the file decrypt to other data. The header contains two copies of
-//! the slot area, each with a generation number and a SHA-256 checksum; readers use the valid
+//! the slot area, each with a generation number and a SHA-256 checksum. Readers use the valid
 //! copy with the higher generation, and a rewrap writes only the other copy, so a crash leaves
 //! the old slots or the new ones.
 //!
@@ -85,7 +85,7 @@ pub const DEFAULT_SEGMENT_SIZE: u32 = 64 * 1024;
 pub const MIN_SEGMENT_SIZE: u32 = 4 * 1024;
 /// Largest segment size that the format allows.
 pub const MAX_SEGMENT_SIZE: u32 = 16 * 1024 * 1024;
-/// Bytes reserved for each of the two key slot copies unless the options ask for more.
+/// Bytes reserved for each of the two key slot copies unless the options request more.
 ///
 /// One `kmsd` slot takes about 130 bytes and one recovery slot about 300, so this leaves room
 /// for a rewrap that adds slots or carries longer key ids.
@@ -136,7 +136,7 @@ impl EncryptOptions {
     }
 
     /// Sets the bytes reserved for each of the two key slot copies. Writers grow it to fit the
-    /// initial slots; a later [`rewrap_file`] must fit in it.
+    /// initial slots. A later [`rewrap_file`] must fit in it.
     pub const fn with_slot_area_len(mut self, bytes: u32) -> Self {
         self.slot_area_len = bytes;
         self

@@ -47,7 +47,7 @@ pub fn encrypt_file(
 ///
 /// The plaintext goes to a temporary file (mode 0600) in the folder of `output`, which is
 /// synced and renamed to `output` only after every segment has verified, replacing any file
-/// there; the folder is synced after the rename. On any error the temporary file is removed,
+/// there. The folder is synced after the rename. On any error the temporary file is removed,
 /// so nothing appears under `output` and an earlier file there stays as it was. `context` is
 /// the expected encryption context, as for
 /// [`DecryptingReader::new`](super::DecryptingReader::new). Returns the header of the file.
@@ -274,7 +274,7 @@ fn file_len(file: &File, path: &Path) -> Result<u64> {
         .map_err(|err| Error::file("read the size of", path, err))
 }
 
-/// Reads exactly `buffer.len()` bytes at `offset`; an early end means the file shrank.
+/// Reads exactly `buffer.len()` bytes at `offset`. An early end means the file shrank.
 fn read_exact_at(file: &File, path: &Path, buffer: &mut [u8], offset: u64) -> Result<()> {
     file.read_exact_at(buffer, offset).map_err(|err| {
         if err.kind() == io::ErrorKind::UnexpectedEof {

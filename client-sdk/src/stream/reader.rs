@@ -14,7 +14,7 @@ use crate::Context;
 /// `read` returns a segment's plaintext only after its tag verifies. A segment is known to be
 /// the last one when the input ends right after it, so the reader reads one byte past each
 /// segment before it opens it. Errors come back as `io::Error`s that wrap an
-/// [`Error`](super::Error); get it back with [`Error::from_io`](super::Error::from_io).
+/// [`Error`](super::Error). Get it back with [`Error::from_io`](super::Error::from_io).
 ///
 /// Plaintext of earlier segments has already been returned when a later segment fails, so
 /// treat the output as complete only once `read` has returned 0. To decrypt into a file with
@@ -53,7 +53,7 @@ impl<R: Read> DecryptingReader<R> {
     /// Checks the context and the key commitment and returns a reader of the plaintext.
     ///
     /// `inner` must be positioned at the first segment, as [`read_header`] leaves it. `context`
-    /// is the encryption context that the caller expects; a different one fails with
+    /// is the encryption context that the caller expects. A different one fails with
     /// [`Error::ContextMismatch`](super::Error::ContextMismatch), and a wrong key with
     /// [`Error::CommitmentMismatch`](super::Error::CommitmentMismatch).
     pub fn new(inner: R, header: Header, key: &FileKey, context: &Context) -> Result<Self> {

@@ -57,7 +57,7 @@ const MAX_SHOWN_RECIPIENT: usize = 100;
 /// Start of an age X25519 identity, which an error must never show back.
 const SECRET_KEY_PREFIX: &str = "AGE-SECRET-KEY-";
 
-/// The file key encrypted with age to one X25519 recipient (slot type 2).
+/// File key encrypted with age to one X25519 recipient (slot type 2).
 #[derive(Clone, PartialEq, Eq)]
 pub struct RecoverySlot {
     recipient: String,

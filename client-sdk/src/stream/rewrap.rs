@@ -68,10 +68,10 @@ pub fn rewrap_file(path: &Path, slots: Vec<KeySlot>) -> Result<Header> {
     Ok(plan.header)
 }
 
-/// The writes of one rewrap, computed before any of them happens.
+/// Writes of one rewrap, computed before any of them happens.
 #[derive(Debug)]
 pub(crate) struct RewrapPlan {
-    /// The header as it reads after the rewrap.
+    /// Header as it reads after the rewrap.
     pub(crate) header: Header,
     pub(crate) new_offset: u64,
     pub(crate) new_copy: Vec<u8>,

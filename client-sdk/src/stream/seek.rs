@@ -17,7 +17,7 @@ use crate::Context;
 ///
 /// [`new`](Self::new) opens the last segment first. Its tag proves where the file ends, so the
 /// plaintext length and `SeekFrom::End` can be trusted, and a truncated or extended file is
-/// rejected before any read. Every segment is checked when it is read; a damaged segment fails
+/// rejected before any read. Every segment is checked when it is read. A damaged segment fails
 /// each read that touches it, while the others stay readable. The reader keeps one segment's
 /// ciphertext and plaintext in memory.
 ///
@@ -64,7 +64,7 @@ impl<R: Read + Seek> SeekableDecryptingReader<R> {
     /// Checks the context and the key commitment, opens the last segment, and returns a reader
     /// at plaintext position 0.
     ///
-    /// `inner` must be positioned at the first segment, as [`read_header`] leaves it; the
+    /// `inner` must be positioned at the first segment, as [`read_header`] leaves it. The
     /// file runs to the end of `inner`.
     pub fn new(mut inner: R, header: Header, key: &FileKey, context: &Context) -> Result<Self> {
         let cipher = header.open(key, context)?;

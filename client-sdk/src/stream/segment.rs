@@ -24,7 +24,7 @@ pub(super) fn misplaced_segment(index: u32, expected_last: bool, other_flag_open
 }
 
 /// Opens `chunk` (ciphertext and tag) as segment `index` with the flag `last`, and on failure
-/// names the cause. `chunk` is overwritten either way; a whole segment that fails is tried
+/// names the cause. `chunk` is overwritten either way. A whole segment that fails is tried
 /// again with the other flag from `retry_source`, a copy of the ciphertext.
 pub(super) fn open_or_explain<'a>(
     cipher: &SegmentCipher,
@@ -59,7 +59,7 @@ pub(super) struct Sealer {
     /// Plaintext of the current segment with room for the tag, or its sealed form.
     buffer: Zeroizing<Vec<u8>>,
     segment_size: usize,
-    /// Plaintext bytes in `buffer`; 0 while sealed bytes wait.
+    /// Plaintext bytes in `buffer`, or 0 while sealed bytes wait.
     buffered: usize,
     /// Sealed bytes in `buffer`, and how many of them are written.
     sealed: usize,
@@ -99,7 +99,7 @@ impl Sealer {
 
     /// Copies plaintext into the segment and returns how many bytes it took.
     ///
-    /// When the segment is full, this seals it as a middle segment and returns 0; the caller
+    /// When the segment is full, this seals it as a middle segment and returns 0. The caller
     /// writes [`pending`](Self::pending) and calls again. Call only with nothing pending.
     pub(super) fn accept(&mut self, data: &[u8]) -> Result<usize> {
         if data.is_empty() || self.sealed != 0 || self.finished {
@@ -115,7 +115,7 @@ impl Sealer {
         Ok(taken)
     }
 
-    /// Seals the buffered plaintext as the last segment, once; later calls do nothing.
+    /// Seals the buffered plaintext as the last segment, once. Later calls do nothing.
     pub(super) fn seal_last(&mut self) -> Result<()> {
         if !self.finished {
             self.seal(true)?;
@@ -151,14 +151,14 @@ impl fmt::Debug for Sealer {
     }
 }
 
-/// What an [`Opener`] needs next.
+/// Next step of an [`Opener`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Step {
     /// Verified plaintext is ready in [`Opener::plaintext`].
     Plaintext,
-    /// The caller must read more input into [`Opener::input`].
+    /// More input must be read into [`Opener::input`].
     NeedInput,
-    /// The last segment was returned.
+    /// End of the stream: the last segment was returned.
     End,
 }
 
@@ -171,15 +171,15 @@ enum State {
 
 /// Opens segments from input that arrives in pieces.
 ///
-/// A segment is known to be the last one when the input ends right after it, so the opener
-/// buffers one byte past each whole segment before it opens it. It holds the ciphertext of one
+/// A segment is known to be the last one when the input ends right after it, so the opener buffers
+/// one byte past each whole segment before it opens it. Its buffer contains the ciphertext of one
 /// segment plus one byte, and the plaintext of one segment.
 pub(super) struct Opener {
     cipher: SegmentCipher,
     ciphertext: Vec<u8>,
     filled: usize,
     eof: bool,
-    /// Plaintext of the current segment; `start..end` is not yet returned.
+    /// Plaintext of the current segment, of which `start..end` is not yet returned.
     plaintext: Zeroizing<Vec<u8>>,
     start: usize,
     end: usize,
@@ -230,7 +230,8 @@ impl Opener {
         &mut self.ciphertext[self.filled..]
     }
 
-    /// Records `count` bytes read into [`input`](Self::input); 0 means the input ended.
+    /// Records `count` bytes read into [`input`](Self::input). A count of 0 means that the input
+    /// ended.
     pub(super) fn input_added(&mut self, count: usize) {
         if count == 0 {
             self.eof = true;

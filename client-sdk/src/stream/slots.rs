@@ -29,7 +29,7 @@ const MAX_LABEL_LEN: usize = 255;
 pub enum KeySlot {
     /// A `kmsd` ciphertext blob (type 1).
     Kms(KmsSlot),
-    /// The file key encrypted with age to an X25519 recovery recipient (type 2).
+    /// File key encrypted with age to an X25519 recovery recipient (type 2).
     Recovery(RecoverySlot),
     /// A slot of a type that this SDK does not know, kept as read so a rewrap can keep it.
     Other(OtherSlot),
@@ -133,7 +133,7 @@ impl From<RecoverySlot> for KeySlot {
 
 /// A `kmsd` ciphertext blob of the file key, with the key id and version that wrapped it.
 ///
-/// The blob names its key and version itself; the copies here let
+/// The blob names its key and version itself. The copies here let
 /// [`inspect_file`](super::inspect_file) show them without parsing the blob. Unwrap the blob with
 /// [`Client::decrypt`](crate::Client::decrypt) and the header's context, and replace it after
 /// a key rotation with the result of [`Client::rewrap`](crate::Client::rewrap).
@@ -296,7 +296,7 @@ pub(super) fn encode_copy(generation: u64, list: &[u8], area_len: usize) -> Resu
     Ok(copy)
 }
 
-/// A slot area copy whose checksum holds.
+/// Slot area copy whose checksum matches.
 #[derive(Debug)]
 struct ValidCopy<'a> {
     generation: u64,
@@ -325,7 +325,7 @@ fn check_copy(copy: &[u8]) -> Option<ValidCopy<'_>> {
     })
 }
 
-/// The slot area copy that a reader uses.
+/// Slot area copy that a reader uses.
 #[derive(Debug)]
 pub(super) struct ActiveCopy {
     /// 0 for the first copy, 1 for the second.

@@ -116,7 +116,7 @@ impl<W: Write> Write for EncryptingWriter<W> {
         if data.is_empty() {
             return Ok(0);
         }
-        // The sealer takes nothing when it sealed a full segment; the second round takes data.
+        // The sealer takes nothing when it sealed a full segment. The second round takes data.
         loop {
             self.write_pending()?;
             let taken = self
@@ -130,7 +130,7 @@ impl<W: Write> Write for EncryptingWriter<W> {
     }
 
     /// Flushes the inner writer. Buffered plaintext stays buffered, because sealing a partial
-    /// segment would end the file; only [`finish`](Self::finish) does that.
+    /// segment would end the file. Only [`finish`](Self::finish) does that.
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
     }

@@ -31,8 +31,8 @@ pub fn parse_context_pair(text: &str) -> Result<ContextPair, String> {
     })
 }
 
-/// Collects the pairs into a context. A key given twice is returned as the error, because
-/// silently keeping one value would make a later decrypt fail with a context nobody typed.
+/// Collects the pairs into a context. A key given twice is returned as the error, because silently
+/// keeping one value would make a later decrypt fail with a context that the user did not type.
 pub fn collect_context(pairs: &[ContextPair]) -> Result<Context, String> {
     let mut context = Context::new();
     for pair in pairs {

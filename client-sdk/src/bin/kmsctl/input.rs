@@ -87,7 +87,7 @@ pub fn read_field_value(argument: Option<&str>) -> Result<String, CliError> {
                     input: "stdin".into(),
                     max: MAX_FIELD_TEXT,
                 })?;
-            // Invalid UTF-8 cannot be a value; the decoder then names what is wrong with it.
+            // Invalid UTF-8 cannot be a value. The decoder then names what is wrong with it.
             (
                 "stdin".to_owned(),
                 String::from_utf8_lossy(&bytes).into_owned(),
@@ -106,7 +106,8 @@ pub fn decode_base64(input: &str, text: &str) -> Result<Vec<u8>, CliError> {
     decode_ciphertext(input, text)
 }
 
-/// Reads up to `max` bytes into a buffer that never reallocates; `None` when there is more.
+/// Reads up to `max` bytes into a buffer that never reallocates. Returns `None` when there is
+/// more.
 fn read_bounded(reader: impl Read, max: usize) -> io::Result<Option<Zeroizing<Vec<u8>>>> {
     let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
     let mut buffer = Zeroizing::new(Vec::with_capacity(max + 1));

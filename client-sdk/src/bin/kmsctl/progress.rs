@@ -12,18 +12,18 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-/// How long work runs before its bar appears.
+/// Delay before a bar appears.
 const SHOW_AFTER: Duration = Duration::from_secs(1);
-/// How often the bar of a whole-file operation reads the bytes read so far.
+/// Interval at which the bar of a whole-file operation reads the byte count so far.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
-/// How often a bar is redrawn while no bytes arrive, such as while `pg_dump` is busy.
+/// Redraw interval of a bar while no bytes arrive, such as while `pg_dump` is busy.
 const TICK_INTERVAL: Duration = Duration::from_millis(200);
 
 const BAR_TEMPLATE: &str = "{msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} \
                             {binary_bytes_per_sec} ETA {eta}";
 const SPINNER_TEMPLATE: &str = "{msg} {spinner} {binary_bytes} {binary_bytes_per_sec} {elapsed}";
 
-/// The bar of one operation. Dropping it clears the bar from the terminal.
+/// Progress bar of one operation. Dropping it clears the bar from the terminal.
 pub struct Progress {
     bar: ProgressBar,
     started: Instant,
@@ -41,7 +41,7 @@ impl Progress {
         };
         let bar =
             ProgressBar::with_draw_target(length, ProgressDrawTarget::hidden()).with_message(label);
-        // The templates are constants that parse; should one not, the default style stays.
+        // The templates are constants that parse. If one did not, the default style would stay.
         if let Ok(style) = ProgressStyle::with_template(template) {
             bar.set_style(style.progress_chars("=> "));
         }

@@ -223,7 +223,7 @@ fn compact_overhead_is_at_most_40_bytes() {
 }
 
 #[test]
-fn compact_64_byte_values_have_documented_length() {
+fn compact_64_byte_value_length() {
     let key = field_key(7);
     let plaintext = [0x61; 64];
     let randomized = key

@@ -34,7 +34,7 @@ async fn stored_key(cache: &DataKeyCache<FakeSource>) -> StoredKey {
 }
 
 #[tokio::test]
-async fn generated_key_encrypts_many_values_with_one_call() {
+async fn generated_key_costs_one_call() {
     let cache = cache_with(FakeSource::default(), long_lived());
     let notes = FieldEncryptor::generated(Arc::clone(&cache), KEY, context("patients"));
     let mut values = Vec::new();
@@ -102,7 +102,7 @@ async fn round_trips_every_size_through_the_cache() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn thirty_two_concurrent_encrypts_make_one_call() {
+async fn concurrent_encrypts_make_one_call() {
     let cache = cache_with(
         FakeSource::with_delay(Duration::from_millis(50)),
         long_lived(),
@@ -181,7 +181,7 @@ async fn stored_deterministic_values_match_across_processes() {
 }
 
 #[tokio::test]
-async fn stored_key_is_decrypted_once_per_max_age() {
+async fn stored_key_decrypted_once_per_age() {
     let cache = cache_with(FakeSource::default(), long_lived());
     let stored = stored_key(&cache).await;
     let emails = FieldEncryptor::stored(
@@ -209,7 +209,7 @@ async fn stored_key_is_decrypted_once_per_max_age() {
 }
 
 #[tokio::test]
-async fn compact_value_of_unknown_key_names_its_reference() {
+async fn unknown_key_error_names_reference() {
     let cache = cache_with(FakeSource::default(), long_lived());
     let old = stored_key(&cache).await;
     let new = stored_key(&cache).await;
@@ -241,7 +241,7 @@ async fn compact_value_of_unknown_key_names_its_reference() {
 }
 
 #[tokio::test]
-async fn rotation_keeps_old_values_readable_and_searchable() {
+async fn rotation_keeps_old_values_readable() {
     let cache = cache_with(FakeSource::default(), long_lived());
     let old = stored_key(&cache).await;
     let new = stored_key(&cache).await;

@@ -89,7 +89,7 @@ async fn absent_json_fields_are_skipped() {
 }
 
 #[tokio::test]
-async fn json_fields_are_bound_to_pointer_and_record() {
+async fn json_fields_bind_pointer_and_record() {
     let encryptor = encryptor();
     let mut doc = document();
     encryptor
@@ -184,7 +184,7 @@ async fn invalid_pointers_are_rejected() {
 }
 
 #[tokio::test]
-async fn sibling_pointers_with_shared_prefix_are_allowed() {
+async fn sibling_pointers_share_prefix() {
     let encryptor = encryptor();
     let mut doc = json!({"contact": "x", "contact_2": "y"});
     encryptor
@@ -200,7 +200,7 @@ async fn sibling_pointers_with_shared_prefix_are_allowed() {
 }
 
 #[tokio::test]
-async fn decrypted_field_that_is_not_json_is_rejected() {
+async fn non_json_plaintext_is_rejected() {
     let encryptor = encryptor();
     let value = encryptor
         .encrypt(b"not json", &FieldAad::new("/ssn"))

@@ -10,7 +10,7 @@ use super::super::task::Progress;
 use super::*;
 
 #[tokio::test]
-async fn first_run_generates_one_key_and_rerun_none() {
+async fn rerun_generates_no_new_key() {
     let work = Workspace::new();
     build_tree(&work.src());
     let source = CountingSource::default();
@@ -35,7 +35,7 @@ async fn first_run_generates_one_key_and_rerun_none() {
 }
 
 #[tokio::test]
-async fn changed_file_is_the_only_one_encrypted_again() {
+async fn only_changed_file_is_reencrypted() {
     let work = Workspace::new();
     build_tree(&work.src());
     let source = CountingSource::default();

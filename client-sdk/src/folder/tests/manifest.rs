@@ -142,7 +142,7 @@ fn link(path: &[u8], target: &[u8]) -> Entry {
 }
 
 #[test]
-fn manifest_rejects_paths_that_leave_the_folder() {
+fn manifest_rejects_escaping_paths() {
     let cases: Vec<(&str, Vec<Entry>, &[u8])> = vec![
         (
             "parent component",
@@ -254,7 +254,7 @@ fn manifest_rejects_malformed_framing() {
     count[57] = 0x10;
     assert_eq!(
         reason(&count),
-        "the entry count exceeds what the manifest length holds"
+        "the entry count exceeds what the manifest length can contain"
     );
 
     let mut kind = good.clone();

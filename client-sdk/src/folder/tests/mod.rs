@@ -313,7 +313,7 @@ fn build_tree(root: &Path) {
     set_mtime(root, 1_500_000_000, 1);
 }
 
-/// What a test compares of one entry, read with lstat.
+/// Compared state of one entry, read with lstat.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Node {
     Dir,

@@ -253,7 +253,7 @@ async fn progress_adds_up_to_bytes() {
 }
 
 #[tokio::test]
-async fn verify_accepts_intact_folder_and_writes_nothing() {
+async fn verify_accepts_intact_folder() {
     let work = Workspace::new();
     build_tree(&work.src());
     let source = CountingSource::default();
@@ -383,7 +383,7 @@ async fn restored_root_keeps_its_mode_and_mtime() {
 }
 
 #[tokio::test]
-async fn blob_size_is_plaintext_size_plus_fixed_overhead() {
+async fn blob_size_has_fixed_overhead() {
     let work = Workspace::new();
     build_tree(&work.src());
     let source = CountingSource::default();

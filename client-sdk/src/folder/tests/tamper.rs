@@ -257,7 +257,7 @@ async fn manifest_path_outside_destination_is_rejected() {
 
 #[tokio::test]
 async fn manifest_path_below_symlink_is_rejected() {
-    // "link-to-dir" is a symlink in the tree; a file below it would be written through it.
+    // "link-to-dir" is a symlink in the tree. A file below it would be written through it.
     let encrypted = Encrypted::new().await;
     forge_manifest(
         &encrypted,

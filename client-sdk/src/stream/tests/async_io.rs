@@ -59,7 +59,7 @@ async fn async_round_trip_at_boundaries() {
 }
 
 #[tokio::test]
-async fn async_writer_matches_sync_writer_byte_for_byte() {
+async fn async_writer_matches_sync_writer() {
     let plaintext = pattern(4 * SMALL_LEN + 99);
     let fixed = || {
         Header::create_with(&key(), &context(), slots(), options(SMALL), [1; 32], [2; 7]).unwrap()
@@ -167,7 +167,7 @@ async fn async_reader_checks_context_and_key() {
 }
 
 #[tokio::test]
-async fn async_writer_dropped_without_shutdown_is_truncated() {
+async fn async_writer_without_shutdown_truncates() {
     let (pipe_in, mut pipe_out) = duplex(1 << 20);
     let mut writer =
         AsyncEncryptingWriter::new(pipe_in, &key(), &context(), slots(), options(SMALL)).unwrap();

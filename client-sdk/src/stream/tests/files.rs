@@ -78,7 +78,7 @@ fn streaming_encryption_decrypts_in_parallel() {
 }
 
 #[test]
-fn parallel_and_streaming_encryption_match_byte_for_byte() {
+fn parallel_matches_streaming_encryption() {
     let folder = tempfile::tempdir().unwrap();
     let input = folder.path().join("plain");
     let output = folder.path().join("plain.kmsf");
@@ -111,7 +111,7 @@ fn parallel_and_streaming_encryption_match_byte_for_byte() {
 }
 
 #[test]
-fn public_file_functions_round_trip_at_default_size() {
+fn file_functions_round_trip_default_size() {
     let folder = tempfile::tempdir().unwrap();
     let input = folder.path().join("export.tar");
     let encrypted = folder.path().join("export.tar.kmsf");

@@ -5,7 +5,7 @@ use std::fs;
 use super::*;
 
 #[test]
-fn inspect_shows_header_and_lengths_without_key() {
+fn inspect_needs_no_key() {
     let folder = tempfile::tempdir().unwrap();
     let path = folder.path().join("backup.kmsf");
     let plaintext_len = 3 * SMALL_LEN + 7;
@@ -27,7 +27,7 @@ fn inspect_shows_header_and_lengths_without_key() {
 }
 
 #[test]
-fn inspect_of_cut_file_has_no_lengths() {
+fn inspect_truncated_file_omits_lengths() {
     let folder = tempfile::tempdir().unwrap();
     let path = folder.path().join("cut.kmsf");
     let file = encrypt(&pattern(SMALL_LEN + 1), SMALL);

@@ -23,7 +23,7 @@ use crate::Context;
 const SMALL: u32 = MIN_SEGMENT_SIZE;
 const SMALL_LEN: usize = SMALL as usize;
 
-/// The synthetic recovery identity of the vectors; its recipient is [`RECIPIENT`].
+/// Synthetic recovery identity of the vectors, whose recipient is [`RECIPIENT`].
 const IDENTITY: &str = "AGE-SECRET-KEY-1CRQU9S7YCHRV0JXFET9UENWWELGDR5KN6N2AD47CM8DDHHXAMM0S2L2P3P";
 const RECIPIENT: &str = "age1mskv5v0gusammywl7lj8tn9rx3ltg7qs04dawedt5jhy5vxrt4zqpcu8z9";
 const KEY_ID: &str = "3f1e2d4c-5b6a-4789-8abc-def012345678";

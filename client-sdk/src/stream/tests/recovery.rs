@@ -20,7 +20,7 @@ fn recovery_identity_decrypts_file() {
 }
 
 #[test]
-fn recovery_slot_is_a_standard_age_file() {
+fn recovery_slot_is_age_file() {
     let slot = match recovery_slot_for(&key()) {
         KeySlot::Recovery(slot) => slot,
         other => panic!("{other:?}"),
@@ -94,7 +94,7 @@ fn missing_recovery_slot_is_reported() {
 }
 
 #[test]
-fn recovery_slot_for_another_key_fails_commitment() {
+fn foreign_recovery_slot_fails_commitment() {
     // A slot that opens, but wraps a key other than this file's.
     let slots = vec![kms_slot(1), recovery_slot_for(&other_key())];
     let writer =
@@ -107,7 +107,7 @@ fn recovery_slot_for_another_key_fails_commitment() {
 }
 
 #[test]
-fn damaged_recovery_slot_is_reported_and_skipped() {
+fn damaged_recovery_slot_is_skipped() {
     let KeySlot::Recovery(good) = recovery_slot_for(&key()) else {
         unreachable!()
     };
@@ -141,7 +141,7 @@ fn damaged_recovery_slot_is_reported_and_skipped() {
 }
 
 #[test]
-fn identity_file_allows_comments_and_blank_lines() {
+fn identity_file_allows_comments() {
     let text = format!(
         "# created: 2026-01-01T00:00:00Z\n# public key: {RECIPIENT}\n\n{IDENTITY}\n\n{}\n",
         RecoveryIdentity::generate()
@@ -156,7 +156,7 @@ fn identity_file_allows_comments_and_blank_lines() {
 }
 
 #[test]
-fn identity_file_errors_name_line_not_content() {
+fn identity_file_error_omits_content() {
     let text = format!("# comment\n{IDENTITY}\nAGE-SECRET-KEY-1NOTAKEY\n");
     let err = parse_identity_file(&text).unwrap_err();
 

@@ -59,7 +59,7 @@ fn rewrap_then_decrypt() {
 }
 
 #[test]
-fn rewrap_alternates_copies_and_erases_old_one() {
+fn rewrap_alternates_slot_copies() {
     let plaintext = pattern(100);
     let (_folder, path) = encrypted_file(&plaintext);
     let original = header_of(&path);
@@ -181,7 +181,7 @@ fn write_at(file: &mut File, offset: u64, bytes: &[u8]) {
 /// A crash during step 1 leaves part of the new copy written, in any order of sectors:
 /// readers keep the old slots.
 #[test]
-fn crash_while_writing_new_copy_keeps_old_slots() {
+fn crash_during_copy_keeps_old_slots() {
     let plaintext = pattern(SMALL_LEN + 1);
     let (_folder, path) = encrypted_file(&plaintext);
     let pristine = fs::read(&path).unwrap();
@@ -222,7 +222,7 @@ fn crash_while_writing_new_copy_keeps_old_slots() {
 
 /// A crash after step 1 finished, or inside step 2, leaves the new slots in use.
 #[test]
-fn crash_after_new_copy_uses_new_slots() {
+fn crash_after_copy_uses_new_slots() {
     let plaintext = pattern(SMALL_LEN + 1);
     let (_folder, path) = encrypted_file(&plaintext);
     let pristine = fs::read(&path).unwrap();
@@ -245,8 +245,8 @@ fn crash_after_new_copy_uses_new_slots() {
     }
 }
 
-/// The steps as `rewrap_file` runs them, stopped after the first: a later rewrap starts from
-/// that state and still works.
+/// Runs the steps of `rewrap_file` up to the first and stops, then checks that a later rewrap
+/// starts from that state and still works.
 #[test]
 fn rewrap_after_interrupted_rewrap() {
     let plaintext = pattern(100);
@@ -263,7 +263,7 @@ fn rewrap_after_interrupted_rewrap() {
 }
 
 #[test]
-fn rewrapped_file_with_wrong_kms_key_fails_commitment() {
+fn rewrap_to_wrong_key_fails_commitment() {
     let plaintext = pattern(100);
     let (_folder, path) = encrypted_file(&plaintext);
     rewrap_file(&path, vec![recovery_slot_for(&other_key())]).unwrap();

@@ -164,7 +164,7 @@ fn header_returns_metadata_and_slots() {
 }
 
 #[test]
-fn header_length_counts_context_and_both_slot_copies() {
+fn header_length_counts_both_copies() {
     let file = encrypt(b"x", SMALL);
     let header = read_header(&mut file.as_slice()).unwrap();
     let context_len = 4 + (4 + 3 + 4 + 6) + (4 + 6 + 4 + 8);
@@ -324,7 +324,7 @@ fn file_key_converts_from_secret_slice() {
 }
 
 #[test]
-fn debug_output_hides_key_and_slot_bytes() {
+fn debug_hides_key_and_slots() {
     let key_debug = format!("{:?}", key());
     assert_eq!(key_debug, "FileKey(<redacted>)");
 

@@ -208,7 +208,7 @@ fn dropped_writer_leaves_truncated_output() {
 }
 
 #[test]
-fn dropped_writer_at_segment_boundary_leaves_truncated_output() {
+fn writer_dropped_at_boundary_truncates() {
     let mut out = Vec::new();
     let mut writer =
         EncryptingWriter::new(&mut out, &key(), &context(), slots(), options(SMALL)).unwrap();
@@ -228,7 +228,7 @@ fn dropped_writer_at_segment_boundary_leaves_truncated_output() {
 }
 
 #[test]
-fn data_after_full_last_segment_is_trailing_data() {
+fn data_after_last_segment_is_trailing() {
     let file = encrypt(&pattern(2 * SMALL_LEN), SMALL);
     for extra in [&b"x"[..], &[0; TAG_LEN], &vec![7; SMALL_LEN + TAG_LEN + 3]] {
         let mut appended = file.clone();
@@ -243,7 +243,7 @@ fn data_after_full_last_segment_is_trailing_data() {
 }
 
 #[test]
-fn repeated_full_last_segment_is_trailing_data() {
+fn repeated_last_segment_is_trailing() {
     let file = encrypt(&pattern(2 * SMALL_LEN), SMALL);
     let (head, s) = split(&file);
     let err = decrypt(&join(&head, &[&s[0], &s[1], &s[1]])).unwrap_err();
@@ -255,7 +255,7 @@ fn repeated_full_last_segment_is_trailing_data() {
 }
 
 #[test]
-fn data_after_short_last_segment_fails_authentication() {
+fn data_after_short_segment_fails() {
     let (_, head, s) = four_segments();
     let mut appended = join(&head, &s.iter().collect::<Vec<_>>());
     appended.extend_from_slice(b"appended");

@@ -167,7 +167,7 @@ fn vectors_decrypt_to_expected_outcome() {
 }
 
 #[test]
-fn vectors_decrypt_in_parallel_to_expected_outcome() {
+fn vectors_decrypt_in_parallel() {
     let folder = tempfile::tempdir().unwrap();
     let input = folder.path().join("vector.kmsf");
     let output = folder.path().join("vector.out");
@@ -192,8 +192,9 @@ fn vectors_decrypt_in_parallel_to_expected_outcome() {
     }
 }
 
-/// The seekable reader opens the last segment first, so it can name a later segment than the
-/// streaming reader does. It must still reject every bad vector and read every good one.
+/// Checks every vector through the seekable reader, which must reject every bad vector and read
+/// every good one. It opens the last segment first, so it can name a later segment than the
+/// streaming reader does.
 #[test]
 fn vectors_read_through_seekable_reader() {
     for vector in load_vectors() {

@@ -238,7 +238,7 @@ pub struct FieldBindingArgs {
 pub enum FolderCommand {
     /// Encrypt the folder SOURCE into DESTINATION under one new data key from kmsd.
     ///
-    /// DESTINATION holds an encrypted manifest and blobs named by random ids, so file names and
+    /// DESTINATION contains an encrypted manifest and blobs named by random ids, so file names and
     /// the tree's shape stay hidden. Run it again over a changed SOURCE with the same
     /// DESTINATION to re-encrypt only the files that changed.
     Encrypt(FolderEncryptArgs),

@@ -156,7 +156,7 @@ async fn rewrap(kms: &Kms, format: Format, path: &Path) -> Result<(), CliError> 
     })?;
     let client = kms.client()?;
 
-    // Each kmsd slot is rewrapped on its own; other slots stay as they are.
+    // Each kmsd slot is rewrapped on its own. Other slots stay as they are.
     let mut slots = Vec::with_capacity(header.slots().len());
     let mut latest = None;
     for slot in header.slots() {

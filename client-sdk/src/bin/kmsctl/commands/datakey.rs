@@ -35,7 +35,7 @@ pub async fn run(client: &Client, format: Format, command: DatakeyCommand) -> Re
     }
 }
 
-/// A generated data key as JSON; the plaintext is absent when it was not requested.
+/// Generated data key as JSON, without the plaintext when it was not requested.
 #[derive(Serialize)]
 struct GeneratedJson<'a> {
     key_name: &'a str,

@@ -20,7 +20,7 @@ pub async fn run(kms: &Kms, format: Format, command: FieldCommand) -> Result<(),
     }
 }
 
-/// The key that encrypted or decrypted a value, as `--format json` shows it.
+/// Key that encrypted or decrypted a value, as `--format json` shows it.
 #[derive(Serialize)]
 struct KeyInfo {
     key_name: String,

@@ -22,7 +22,7 @@ pub async fn run(kms: &Kms, format: Format, command: FileCommand) -> Result<(), 
 
 async fn encrypt(kms: &Kms, format: Format, args: FileEncryptArgs) -> Result<(), CliError> {
     let seal = Seal::from_args(&args.seal);
-    // Checked before kmsd is asked for a data key, which it records in its audit log.
+    // Checked before a data key is requested from kmsd, which it records in its audit log.
     let input_len = file_len(&args.input)?;
     let new = seal.new_file_key(kms).await?;
 
@@ -92,7 +92,7 @@ struct FileSummary<'a> {
     segment_size: u32,
 }
 
-/// Prints nothing in text mode, as `cp` does; JSON gives scripts the key that was used.
+/// Prints nothing in text mode, as `cp` does. JSON gives scripts the key that was used.
 fn print_summary(
     format: Format,
     input: &Path,

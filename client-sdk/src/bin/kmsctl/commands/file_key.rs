@@ -21,7 +21,7 @@ use crate::messages::CliError;
 /// identities and comments.
 const MAX_IDENTITY_FILE: usize = 64 * 1024;
 
-/// Sealing settings of a new file, checked before kmsd is asked for a key.
+/// Sealing settings of a new file, checked before a key is requested from kmsd.
 pub struct Seal {
     key_name: String,
     pub context: Context,
@@ -36,7 +36,7 @@ pub struct NewFileKey {
 }
 
 impl Seal {
-    /// Checks the arguments; an invalid context or recipient is a usage error (exit status 2).
+    /// Checks the arguments. An invalid context or recipient is a usage error (exit status 2).
     pub fn from_args(args: &SealArgs) -> Self {
         let recipients = args
             .recovery_recipients

@@ -1,4 +1,4 @@
-//! One module per command group; each runs a parsed command and prints its result.
+//! One module per command group. Each runs a parsed command and prints its result.
 
 mod backup;
 mod datakey;
@@ -53,7 +53,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
-/// The connection settings from the global flags.
+/// Connection settings from the global flags.
 ///
 /// The client is built only by commands that reach kmsd, so that a decrypt with a recovery
 /// identity needs no KMS_ADDR, KMS_TOKEN or KMS_CACERT and works with no kmsd at all.
@@ -85,7 +85,7 @@ fn usage_error(message: String) -> ! {
         .exit()
 }
 
-/// Collects `--context` pairs; a key given twice is a usage error (exit status 2).
+/// Collects `--context` pairs. A key given twice is a usage error (exit status 2).
 fn context(args: &ContextArgs) -> Context {
     context_from_pairs(&args.pairs)
 }

@@ -92,7 +92,7 @@ pub async fn run(
     }
 }
 
-/// The init output as JSON; borrowed so that the secrets are not copied.
+/// Init output as JSON, borrowed so that the secrets are not copied.
 #[derive(Serialize)]
 struct InitJson<'a> {
     shares: Vec<&'a str>,
@@ -100,7 +100,7 @@ struct InitJson<'a> {
     root_token_accessor: &'a str,
 }
 
-/// The warning of an init with a PKCS#11 root, whose shares only authorize root operations.
+/// Warning of an init with a PKCS#11 root, whose shares only authorize root operations.
 const RECOVERY_INIT_WARNING: &str = "\
 WARNING: the recovery shares and the root token are shown only this once.
 The PKCS#11 token unseals the daemon, so the shares do not; they mint a new root token

@@ -71,7 +71,7 @@ fn identity_file_text(identity: &RecoveryIdentity, recipient: &str) -> Zeroizing
     text
 }
 
-/// Creates `path` with mode 0600 and writes `bytes`; an existing file is never replaced, and
+/// Creates `path` with mode 0600 and writes `bytes`. An existing file is never replaced, and
 /// a failed write removes the new file.
 fn write_new_file(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
     let mut file = OpenOptions::new()

@@ -89,7 +89,7 @@ fn error_line_appends_causes() {
 }
 
 #[test]
-fn ca_file_error_names_path_and_hints_cacert() {
+fn ca_file_error_hints_cacert() {
     let sdk = client_sdk::ClientBuilder::new("https://127.0.0.1:8443")
         .ca_cert("/nonexistent/ca.pem")
         .build()
@@ -135,7 +135,7 @@ fn too_long_input_hints_datakey() {
 }
 
 #[test]
-fn rejected_key_slot_hints_recovery_not_context() {
+fn rejected_slot_hints_recovery() {
     let err = CliError::KeySlotRejected {
         input: "file dump.kmsf".into(),
         source: match api_error(400, "decryption_failed", None) {

@@ -10,8 +10,8 @@ use serde::Serialize;
 use crate::messages::{self, CliError};
 use crate::output;
 
-/// Header description that `backup inspect` prints. Nothing here is secret, and nothing is authenticated until
-/// the file is decrypted or verified.
+/// Header description that `backup inspect` prints. Nothing here is secret, and nothing is
+/// authenticated until the file is decrypted or verified.
 #[derive(Serialize)]
 pub struct Described {
     input: String,
@@ -24,7 +24,7 @@ pub struct Described {
     slot_generation: u64,
     context: Context,
     slots: Vec<SlotInfo>,
-    /// The lengths need the file's size, so they are `null` for stdin.
+    /// Ciphertext length, `null` for stdin because the lengths need the file's size.
     encrypted_len: Option<u64>,
     segments: Option<u64>,
     plaintext_len: Option<u64>,
@@ -55,7 +55,7 @@ pub fn describe_file(path: &Path) -> Result<Described, CliError> {
     Ok(described)
 }
 
-/// Describes the header at the start of stdin; the rest of stdin is not read.
+/// Describes the header at the start of stdin. The rest of stdin is not read.
 pub fn describe_stdin() -> Result<Described, CliError> {
     let header = stream::read_header(&mut io::stdin().lock()).map_err(|err| match err {
         stream::Error::Io(source) => CliError::ReadInput {
