@@ -238,6 +238,25 @@ fn assert_unwrap_failed(result: Result<impl Sized, Error>, case: &str) {
     }
 }
 
+/// Generates an AES key object on the token with `label` and `value_len` bytes, plus
+/// `attributes`.
+fn generate_token_key(
+    session: &Session,
+    label: &str,
+    value_len: u64,
+    attributes: &[Attribute],
+) -> ObjectHandle {
+    let mut template = vec![
+        Attribute::Token(true),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::ValueLen(Ulong::from(value_len)),
+    ];
+    template.extend_from_slice(attributes);
+    session
+        .generate_key(&CkMechanism::AesKeyGen, &template)
+        .unwrap()
+}
+
 #[test]
 fn gcm_wrap_round_trip() {
     with_token("gcm_wrap_round_trip", |token| {
@@ -497,12 +516,7 @@ fn ensure_key_rejects_weak_keys() {
         ];
 
         for (label, weakness, attribute_name) in cases {
-            let mut template = vec![
-                Attribute::Token(true),
-                Attribute::Label(label.as_bytes().to_vec()),
-                Attribute::ValueLen(Ulong::from(32)),
-                Attribute::Encrypt(true),
-            ];
+            let mut template = vec![Attribute::Encrypt(true)];
             for default in [
                 Attribute::Private(true),
                 Attribute::Sensitive(true),
@@ -515,9 +529,7 @@ fn ensure_key_rejects_weak_keys() {
                 }
             }
             template.push(weakness);
-            session
-                .generate_key(&CkMechanism::AesKeyGen, &template)
-                .unwrap();
+            generate_token_key(&session, label, 32, &template);
 
             let error = root.ensure_key(label).unwrap_err();
             let Error::WrongKeyAttribute { attribute, .. } = error else {
@@ -541,20 +553,17 @@ fn key_once_extractable_is_rejected() {
     with_token("key_once_extractable_is_rejected", |token| {
         let root = token.root("root-1");
         let session = token.session();
-        let key = session
-            .generate_key(
-                &CkMechanism::AesKeyGen,
-                &[
-                    Attribute::Token(true),
-                    Attribute::Private(true),
-                    Attribute::Sensitive(true),
-                    Attribute::Extractable(true),
-                    Attribute::Derive(false),
-                    Attribute::Label(b"was-extractable".to_vec()),
-                    Attribute::ValueLen(Ulong::from(32)),
-                ],
-            )
-            .unwrap();
+        let key = generate_token_key(
+            &session,
+            "was-extractable",
+            32,
+            &[
+                Attribute::Private(true),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(true),
+                Attribute::Derive(false),
+            ],
+        );
         // PKCS#11 allows CKA_EXTRACTABLE to change from true to false, but not the reverse.
         session
             .update_attributes(key, &[Attribute::Extractable(false)])
@@ -580,19 +589,16 @@ fn find_key_rejects_short_key() {
     with_token("find_key_rejects_short_key", |token| {
         let root = token.root("root-1");
         let session = token.session();
-        session
-            .generate_key(
-                &CkMechanism::AesKeyGen,
-                &[
-                    Attribute::Token(true),
-                    Attribute::Private(true),
-                    Attribute::Sensitive(true),
-                    Attribute::Extractable(false),
-                    Attribute::Label(b"aes-128".to_vec()),
-                    Attribute::ValueLen(Ulong::from(16)),
-                ],
-            )
-            .unwrap();
+        generate_token_key(
+            &session,
+            "aes-128",
+            16,
+            &[
+                Attribute::Private(true),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(false),
+            ],
+        );
 
         let error = root.find_key("aes-128").unwrap_err();
 
@@ -799,14 +805,19 @@ fn token_found_by_serial() {
     });
 }
 
-#[test]
-fn missing_module_is_reported() {
-    let config = Pkcs11Config {
-        module: "/nonexistent/libpkcs11-missing.so".into(),
+/// Builds a config that loads `module`, for tests that fail before any token is opened.
+fn module_config(module: PathBuf) -> Pkcs11Config {
+    Pkcs11Config {
+        module,
         token: TokenSelector::Label("kms".to_owned()),
         pin: USER_PIN.into(),
         key_label: "root-1".to_owned(),
-    };
+    }
+}
+
+#[test]
+fn missing_module_is_reported() {
+    let config = module_config("/nonexistent/libpkcs11-missing.so".into());
 
     let error = Pkcs11Root::open(config).unwrap_err();
 
@@ -824,12 +835,7 @@ fn non_library_module_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("libnot-a-module.so");
     std::fs::write(&path, "this is a text file, not a shared library\n").unwrap();
-    let config = Pkcs11Config {
-        module: path.clone(),
-        token: TokenSelector::Label("kms".to_owned()),
-        pin: USER_PIN.into(),
-        key_label: "root-1".to_owned(),
-    };
+    let config = module_config(path.clone());
 
     let error = Pkcs11Root::open(config).unwrap_err();
 

@@ -362,6 +362,15 @@ impl Daemon {
         assert!(!status.sealed, "three shares did not unseal the daemon");
         init
     }
+
+    /// Initializes and unseals the daemon as [`Daemon::init_unsealed`] does, then creates the
+    /// key `name` with the root token. Returns the init output and a root client.
+    pub async fn init_with_key(&self, name: &str) -> (Initialized, Client) {
+        let init = self.init_unsealed().await;
+        let root = self.client(Some(&init.root_token));
+        root.create_key(name).await.expect("create key");
+        (init, root)
+    }
 }
 
 /// What `init` returned, kept for the rest of a test.
@@ -448,7 +457,10 @@ pub fn data_dir() -> TempDir {
         .expect("temp dir")
 }
 
-/// Runs a command with `stdin` as input and returns its output.
+/// Runs `command` with `stdin` as input and returns its output.
+///
+/// A thread writes stdin while this one reads stdout and stderr, so that inputs and outputs
+/// larger than a pipe buffer cannot block each other.
 pub fn run_with_input(command: &mut Command, stdin: &[u8]) -> Output {
     use std::io::Write;
     let mut child = command
@@ -458,12 +470,17 @@ pub fn run_with_input(command: &mut Command, stdin: &[u8]) -> Output {
         .spawn()
         .expect("spawn command");
     let mut input = child.stdin.take().expect("stdin");
-    // A command that fails before it reads its input closes the pipe, which is not an error
-    // of the test: its exit status and stderr tell what happened.
-    match input.write_all(stdin) {
-        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => panic!("write stdin: {err}"),
-        _ => {}
-    }
-    drop(input);
-    child.wait_with_output().expect("wait for command")
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            // A command that fails before it reads its input closes the pipe, which is not an
+            // error of the test: its exit status and stderr tell what happened.
+            match input.write_all(stdin) {
+                Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
+                    panic!("write stdin: {err}")
+                }
+                _ => {}
+            }
+        });
+        child.wait_with_output().expect("wait for command")
+    })
 }

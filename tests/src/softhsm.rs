@@ -80,17 +80,17 @@ impl SoftHsm {
         hsm
     }
 
-    /// The PKCS#11 module.
+    /// Returns the path of the PKCS#11 module.
     pub fn module(&self) -> &Path {
         &self.module
     }
 
-    /// The token label.
+    /// Returns the token label.
     pub fn label(&self) -> &str {
         &self.label
     }
 
-    /// The SoftHSM2 config file, the value of `SOFTHSM2_CONF`.
+    /// Returns the path of the SoftHSM2 config file, the value of `SOFTHSM2_CONF`.
     pub fn conf(&self) -> &Path {
         &self.conf
     }

@@ -1,4 +1,4 @@
-//! The audit log: one record per request, no secrets in it, and requests refused when the log
+//! The audit log: one record per request, no secrets in it, and requests rejected when the log
 //! cannot take their records.
 
 use std::fs::File;
@@ -83,13 +83,13 @@ fn compare(index: usize, record: &Value, expected: &Expected) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn every_request_leaves_exactly_one_matching_record() {
+async fn each_request_has_one_record() {
     let dir = data_dir();
     let daemon = Daemon::start(dir.path());
     let http = daemon.http();
     let mut steps = Vec::new();
 
-    // Init and unseal, including a refused share.
+    // Init and unseal, including a rejected share.
     steps.push(expect(
         http.get("/v1/sys/status", None).await,
         "sys.status",
@@ -141,7 +141,7 @@ async fn every_request_leaves_exactly_one_matching_record() {
         .await;
     steps.push(expect(reply, "sys.unseal", "ok", 200, None, None));
 
-    // Refused before a token is known.
+    // Rejected before a token is known.
     let reply = http.get("/v1/keys", None).await;
     steps.push(expect(
         reply,
@@ -196,7 +196,7 @@ async fn every_request_leaves_exactly_one_matching_record() {
         None,
     ));
 
-    // Refusals of every kind.
+    // Rejections of every kind.
     let path = "/v1/keys/billing/datakey";
     let reply = http.post(path, Some(&limited), &json!({})).await;
     steps.push(expect(
@@ -366,7 +366,7 @@ async fn audit_records_contain_no_secrets() {
     let init = daemon.init(5, 3).await;
     let anonymous = daemon.client(None);
 
-    // A mistyped share is refused but must not reach the log either.
+    // A mistyped share is rejected but must not reach the log either.
     let typo = init.shares[3]
         .expose_secret()
         .replacen("kms-share-v1-", "kms-share-v1-x", 1);
@@ -475,7 +475,7 @@ fn impatient_client(daemon: &Daemon) -> Client {
 }
 
 #[tokio::test]
-async fn full_audit_device_refuses_requests() {
+async fn full_audit_device_rejects_requests() {
     let dir = data_dir();
     let options = Options {
         args: vec!["--audit-log".into(), "/dev/full".into()],
@@ -492,10 +492,10 @@ async fn full_audit_device_refuses_requests() {
     assert_api_error(client.status().await, 503, "audit_unavailable");
 }
 
-/// A request refused with `audit_unavailable` must not have happened. For init that matters
+/// A request rejected with `audit_unavailable` must not have happened. For init that matters
 /// most: an init whose shares never reach anyone leaves a daemon that cannot be unsealed.
 #[tokio::test]
-async fn audit_refused_init_has_no_effect() {
+async fn audit_rejected_init_has_no_effect() {
     let dir = data_dir();
     let options = Options {
         args: vec!["--audit-log".into(), "/dev/full".into()],
@@ -510,7 +510,7 @@ async fn audit_refused_init_has_no_effect() {
     let status = daemon.client(None).status().await.expect("status");
     assert!(
         !status.initialized,
-        "the refused init took effect, and its shares were never returned"
+        "the rejected init took effect, and its shares were never returned"
     );
 }
 
@@ -547,10 +547,10 @@ fn start_with_stuck_audit(dir: &Path) -> (Daemon, File) {
     (Daemon::start_with(dir, &options), reader)
 }
 
-/// Sends status requests until the pipe is full and one is refused; returns how many passed.
+/// Sends status requests until the pipe is full and one is rejected, and returns how many passed.
 async fn fill_pipe(client: &Client) -> usize {
     // A Linux pipe buffers 64 KiB by default and a status record is about 250 bytes, so a few
-    // hundred requests fill it; the bound only keeps a broken daemon from looping forever.
+    // hundred requests fill it. The bound only keeps a broken daemon from looping forever.
     for sent in 0..20_000 {
         let result = tokio::time::timeout(Duration::from_secs(10), client.status())
             .await
@@ -577,15 +577,15 @@ fn drain(reader: File) -> std::thread::JoinHandle<Vec<u8>> {
 }
 
 #[tokio::test]
-async fn stuck_audit_pipe_refuses_requests_promptly() {
+async fn stuck_audit_pipe_rejects_requests_promptly() {
     let dir = data_dir();
     let (daemon, reader) = start_with_stuck_audit(dir.path());
     let client = impatient_client(&daemon);
 
     let passed = fill_pipe(&client).await;
-    assert!(passed > 0, "the first request was already refused");
+    assert!(passed > 0, "the first request was already rejected");
 
-    // Further requests are refused within the timeout instead of hanging, on any endpoint.
+    // Further requests are rejected within the timeout instead of hanging, on any endpoint.
     for _ in 0..3 {
         let result = tokio::time::timeout(Duration::from_secs(5), client.status())
             .await
@@ -624,16 +624,16 @@ async fn stuck_audit_pipe_refuses_requests_promptly() {
 /// The audit log must not record a request as successful when the client received a 503
 /// refusal for it.
 #[tokio::test]
-async fn refused_requests_not_audited_as_ok() {
+async fn rejected_requests_not_audited_as_ok() {
     let dir = data_dir();
     let (daemon, reader) = start_with_stuck_audit(dir.path());
     let client = impatient_client(&daemon);
     fill_pipe(&client).await;
 
-    let mut refused = Vec::new();
+    let mut rejected = Vec::new();
     for _ in 0..3 {
         let err = assert_api_error(client.status().await, 503, "audit_unavailable");
-        refused.push(err.request_id().expect("request id").to_owned());
+        rejected.push(err.request_id().expect("request id").to_owned());
     }
     let drained = drain(reader);
     for _ in 0..100 {
@@ -652,7 +652,7 @@ async fn refused_requests_not_audited_as_ok() {
             continue;
         };
         let id = record["request_id"].as_str().unwrap_or_default();
-        if refused.iter().any(|r| r == id) && record["status"] != 503 {
+        if rejected.iter().any(|r| r == id) && record["status"] != 503 {
             misrecorded.push(format!(
                 "{id}: recorded as {} {}",
                 record["status"], record["outcome"]
@@ -661,7 +661,7 @@ async fn refused_requests_not_audited_as_ok() {
     }
     assert!(
         misrecorded.is_empty(),
-        "refused requests recorded with another outcome:\n{}",
+        "rejected requests recorded with another outcome:\n{}",
         misrecorded.join("\n")
     );
 }

@@ -143,10 +143,7 @@ async fn backup_verify_checks_every_segment() {
 async fn backup_inspect_shows_header_fields() {
     let setup = Setup::start().await;
     let identity = setup.path("recovery.txt");
-    let recipient = setup
-        .kmsctl_paths(&["recovery", "keygen", "-o"], &[&identity], b"")
-        .text();
-    let recipient = recipient.trim();
+    let recipient = setup.recovery_keygen(&identity);
     let data = plaintext(10_000);
     let encrypted = setup.path("inspect.kmsf");
     let args = [
@@ -159,7 +156,7 @@ async fn backup_inspect_shows_header_fields() {
         "--context",
         "db=lab",
         "--recovery-recipient",
-        recipient,
+        &recipient,
         "--segment-size",
         "4KiB",
         "-o",
@@ -215,7 +212,7 @@ async fn backup_inspect_shows_header_fields() {
 }
 
 #[tokio::test]
-async fn backup_rewrap_moves_slot_to_latest_version() {
+async fn backup_rewrap_uses_latest_version() {
     let setup = Setup::start().await;
     let data = plaintext(3 * SEGMENT + 99);
     let encrypted = setup.path("rotate.kmsf");
@@ -299,10 +296,7 @@ async fn backup_rewrap_moves_slot_to_latest_version() {
 async fn recovery_key_restores_backup_without_daemon() {
     let setup = Setup::start().await;
     let identity = setup.path("recovery-identity.txt");
-    let recipient = setup
-        .kmsctl_paths(&["recovery", "keygen", "-o"], &[&identity], b"")
-        .text();
-    let recipient = recipient.trim().to_owned();
+    let recipient = setup.recovery_keygen(&identity);
     assert!(recipient.starts_with("age1"), "{recipient}");
     let mode = fs::metadata(&identity)
         .expect("stat identity")

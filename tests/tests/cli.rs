@@ -419,7 +419,7 @@ fn case(name: &'static str, args: &[&str], status: i32, stderr: &str) -> Case {
 /// Error output of operations that reach the daemon: exit status 1, an `error:` line naming
 /// the problem and, where there is one, a `hint:` line.
 #[tokio::test]
-async fn operation_errors_exit_1_with_error_line() {
+async fn operation_errors_exit_1_with_message() {
     let dir = data_dir();
     let daemon = Daemon::start(dir.path());
     let init = daemon.init(3, 2).await;
@@ -729,7 +729,7 @@ async fn kmsctl_init_needs_single_share_flag() {
 }
 
 #[tokio::test]
-async fn connection_and_tls_errors_exit_1_with_hint() {
+async fn transport_errors_exit_1_with_hint() {
     let dir = data_dir();
     let daemon = Daemon::start(dir.path());
     let other_dir = data_dir();

@@ -26,7 +26,7 @@ fn missing_database_folder_names_the_path() {
 }
 
 #[test]
-fn second_daemon_on_one_data_dir_is_rejected() {
+fn second_daemon_on_data_dir_rejected() {
     let dir = data_dir();
     let first = Daemon::start(dir.path());
 

@@ -3,7 +3,7 @@
 
 use client_sdk::secrecy::ExposeSecret;
 use client_sdk::{Client, Context, DataKey, DataKeySize};
-use kms_tests::{Daemon, Initialized, assert_api_error, base64, data_dir};
+use kms_tests::{Daemon, assert_api_error, base64, data_dir};
 use serde_json::json;
 
 /// Offsets of the blob fields, from the format documentation.
@@ -19,13 +19,6 @@ fn context() -> Context {
     ])
 }
 
-async fn unsealed_with_key(daemon: &Daemon, name: &str) -> (Initialized, Client) {
-    let init = daemon.init_unsealed().await;
-    let root = daemon.client(Some(&init.root_token));
-    root.create_key(name).await.expect("create key");
-    (init, root)
-}
-
 async fn generate(root: &Client, size: DataKeySize, context: &Context) -> DataKey {
     root.generate_data_key("patient-records", size, context, true)
         .await
@@ -36,7 +29,7 @@ async fn generate(root: &Client, size: DataKeySize, context: &Context) -> DataKe
 async fn datakey_round_trips_byte_for_byte() {
     let dir = data_dir();
     let daemon = Daemon::start(dir.path());
-    let (_init, root) = unsealed_with_key(&daemon, "patient-records").await;
+    let (_init, root) = daemon.init_with_key("patient-records").await;
     let key = root.get_key("patient-records").await.expect("show key");
 
     let data_key = generate(&root, DataKeySize::Bytes32, &context()).await;
@@ -74,7 +67,7 @@ async fn datakey_round_trips_byte_for_byte() {
 async fn payload_round_trips_byte_for_byte() {
     let dir = data_dir();
     let daemon = Daemon::start(dir.path());
-    let (_init, root) = unsealed_with_key(&daemon, "patient-records").await;
+    let (_init, root) = daemon.init_with_key("patient-records").await;
 
     let every_byte: Vec<u8> = (0..=255u8).collect();
     let cases: [(&str, Vec<u8>); 5] = [
@@ -114,7 +107,7 @@ async fn payload_round_trips_byte_for_byte() {
 async fn encrypt_rejects_more_than_4096_bytes() {
     let dir = data_dir();
     let daemon = Daemon::start(dir.path());
-    let (_init, root) = unsealed_with_key(&daemon, "patient-records").await;
+    let (_init, root) = daemon.init_with_key("patient-records").await;
 
     let err = assert_api_error(
         root.encrypt("patient-records", &[1u8; 4097], &context())
@@ -132,7 +125,7 @@ async fn encrypt_rejects_more_than_4096_bytes() {
 async fn decrypt_rejects_any_other_context() {
     let dir = data_dir();
     let daemon = Daemon::start(dir.path());
-    let (_init, root) = unsealed_with_key(&daemon, "patient-records").await;
+    let (_init, root) = daemon.init_with_key("patient-records").await;
     let data_key = generate(&root, DataKeySize::Bytes32, &context()).await;
     let payload = root
         .encrypt("patient-records", b"payload", &context())
@@ -196,7 +189,7 @@ fn expected_tamper_code(position: usize) -> &'static str {
 async fn every_single_byte_tamper_is_rejected() {
     let dir = data_dir();
     let daemon = Daemon::start(dir.path());
-    let (_init, root) = unsealed_with_key(&daemon, "patient-records").await;
+    let (_init, root) = daemon.init_with_key("patient-records").await;
     let data_key = generate(&root, DataKeySize::Bytes32, &context()).await;
     let blob = &data_key.ciphertext;
     assert_eq!(blob.len(), 86);
@@ -232,7 +225,7 @@ async fn every_single_byte_tamper_is_rejected() {
 async fn truncated_or_extended_blob_is_rejected() {
     let dir = data_dir();
     let daemon = Daemon::start(dir.path());
-    let (_init, root) = unsealed_with_key(&daemon, "patient-records").await;
+    let (_init, root) = daemon.init_with_key("patient-records").await;
     let data_key = generate(&root, DataKeySize::Bytes32, &context()).await;
     let blob = &data_key.ciphertext;
 
@@ -270,7 +263,7 @@ async fn truncated_or_extended_blob_is_rejected() {
 async fn blob_moved_to_other_key_fails() {
     let dir = data_dir();
     let daemon = Daemon::start(dir.path());
-    let (_init, root) = unsealed_with_key(&daemon, "patient-records").await;
+    let (_init, root) = daemon.init_with_key("patient-records").await;
     root.create_key("billing").await.expect("create second key");
     root.rotate_key("patient-records").await.expect("rotate");
     let billing = root
@@ -305,10 +298,10 @@ async fn blob_moved_to_other_key_fails() {
 }
 
 #[tokio::test]
-async fn disabled_key_rejects_every_use_until_enabled() {
+async fn disabled_key_rejects_use_until_enabled() {
     let dir = data_dir();
     let daemon = Daemon::start(dir.path());
-    let (_init, root) = unsealed_with_key(&daemon, "patient-records").await;
+    let (_init, root) = daemon.init_with_key("patient-records").await;
     let data_key = generate(&root, DataKeySize::Bytes32, &context()).await;
     let plaintext = data_key.plaintext.as_ref().expect("plaintext");
 
@@ -348,7 +341,7 @@ async fn disabled_key_rejects_every_use_until_enabled() {
 async fn datakey_sizes_give_exact_lengths() {
     let dir = data_dir();
     let daemon = Daemon::start(dir.path());
-    let (init, root) = unsealed_with_key(&daemon, "patient-records").await;
+    let (init, root) = daemon.init_with_key("patient-records").await;
 
     for (size, bytes) in [
         (DataKeySize::Bytes16, 16),
@@ -388,7 +381,7 @@ async fn datakey_sizes_give_exact_lengths() {
 async fn include_plaintext_false_omits_plaintext() {
     let dir = data_dir();
     let daemon = Daemon::start(dir.path());
-    let (init, root) = unsealed_with_key(&daemon, "patient-records").await;
+    let (init, root) = daemon.init_with_key("patient-records").await;
 
     let data_key = root
         .generate_data_key("patient-records", DataKeySize::Bytes24, &context(), false)
@@ -420,7 +413,7 @@ async fn include_plaintext_false_omits_plaintext() {
 async fn context_limits_are_enforced() {
     let dir = data_dir();
     let daemon = Daemon::start(dir.path());
-    let (init, root) = unsealed_with_key(&daemon, "patient-records").await;
+    let (init, root) = daemon.init_with_key("patient-records").await;
     let http = daemon.http();
     let token = init.root_token.expose_secret();
     let path = "/v1/keys/patient-records/datakey";
@@ -495,7 +488,7 @@ async fn context_limits_are_enforced() {
 async fn decrypt_rejects_foreign_blob_format() {
     let dir = data_dir();
     let daemon = Daemon::start(dir.path());
-    let (_init, root) = unsealed_with_key(&daemon, "patient-records").await;
+    let (_init, root) = daemon.init_with_key("patient-records").await;
     let data_key = generate(&root, DataKeySize::Bytes32, &context()).await;
 
     let mut wrong_format = data_key.ciphertext.clone();

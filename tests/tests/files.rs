@@ -201,7 +201,7 @@ async fn file_decrypt_rejects_wrong_context() {
          pairs, or leave out --context\n",
     );
 
-    // The stored context changed from clinic-7 to clinic-8: kmsd refuses the key slot.
+    // The stored context changed from clinic-7 to clinic-8: kmsd rejects the key slot.
     let position = sealed
         .windows(8)
         .position(|window| window == b"clinic-7")

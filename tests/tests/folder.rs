@@ -28,7 +28,7 @@ enum Entry {
     },
 }
 
-/// Every entry below `root` by relative path, symlinks not followed.
+/// Lists every entry below `root` by relative path, without following symlinks.
 fn snapshot(root: &Path) -> BTreeMap<Vec<u8>, Entry> {
     let mut entries = BTreeMap::new();
     let mut pending = vec![root.to_owned()];
@@ -189,7 +189,7 @@ async fn folder_tampered_blob_is_rejected() {
         )
         .ok();
 
-    // The largest blob holds the 70 000-byte file; flip one byte in its body.
+    // The largest blob contains the 70 000-byte file. Flip one byte in its body.
     let mut blobs: Vec<PathBuf> = Vec::new();
     let mut pending = vec![encrypted.join("blobs")];
     while let Some(dir) = pending.pop() {
@@ -233,16 +233,14 @@ async fn folder_recovery_key_restores_without_daemon() {
     let encrypted = setup.path("tree.enc");
     let identity = setup.path("recovery.txt");
     build_tree(&source);
-    let recipient = setup
-        .kmsctl_paths(&["recovery", "keygen", "-o"], &[&identity], b"")
-        .text();
+    let recipient = setup.recovery_keygen(&identity);
     let args = [
         "folder",
         "encrypt",
         "--key",
         KEY,
         "--recovery-recipient",
-        recipient.trim(),
+        &recipient,
     ];
     setup.kmsctl_paths(&args, &[&source, &encrypted], b"").ok();
 

@@ -177,7 +177,7 @@ async fn init_unseals_and_returns_recovery_shares() {
 }
 
 #[tokio::test]
-async fn restart_unseals_from_token_and_data_keys_decrypt() {
+async fn restart_unseals_and_decrypts_data_keys() {
     let hsm = SoftHsm::new("e2e-restart");
     let dir = data_dir();
     let daemon = Daemon::start_with(dir.path(), &hsm.options());
@@ -271,7 +271,7 @@ async fn seal_then_unseal_with_token() {
     );
 
     // No share: the daemon unwraps its keyring with the PKCS#11 token, for the root token only,
-    // so that nobody else can undo an emergency seal.
+    // so that no other caller can undo an emergency seal.
     let reply = daemon.http().post("/v1/sys/unseal", None, &json!({})).await;
     reply.assert_error(401, "unauthenticated");
     let status = root.unseal_with_token().await.expect("unseal");
@@ -345,7 +345,7 @@ async fn unseal_rejects_shares_in_hsm_mode() {
 }
 
 #[tokio::test]
-async fn wrong_pin_stops_kmsd_without_showing_it() {
+async fn wrong_pin_stops_kmsd_hiding_pin() {
     const WRONG_PIN: &str = "e2e-wrong-pin-3371";
     let hsm = SoftHsm::new("e2e-wrong-pin");
     let dir = data_dir();
@@ -413,7 +413,7 @@ async fn wrong_pin_stops_kmsd_without_showing_it() {
 }
 
 #[tokio::test]
-async fn missing_pin_stops_kmsd_naming_the_setting() {
+async fn missing_pin_stops_kmsd_naming_setting() {
     let hsm = SoftHsm::new("e2e-no-pin");
     let dir = data_dir();
     let mut options = hsm.options();
@@ -440,7 +440,7 @@ async fn missing_pin_stops_kmsd_naming_the_setting() {
 }
 
 #[tokio::test]
-async fn deleted_key_object_stops_kmsd_naming_the_label() {
+async fn deleted_key_stops_kmsd_naming_label() {
     let hsm = SoftHsm::new("e2e-deleted-key");
     let dir = data_dir();
     let mut options = hsm.options();
@@ -470,15 +470,13 @@ async fn deleted_key_object_stops_kmsd_naming_the_label() {
 }
 
 #[tokio::test]
-async fn migration_to_hsm_and_back_keeps_data() {
+async fn migration_round_trip_keeps_data() {
     let dir = data_dir();
     let hsm = SoftHsm::new("e2e-migrate");
 
     // Shamir: keys and data keys under two key versions.
     let daemon = Daemon::start(dir.path());
-    let init = daemon.init_unsealed().await;
-    let root = daemon.client(Some(&init.root_token));
-    root.create_key(KEY).await.expect("create key");
+    let (init, root) = daemon.init_with_key(KEY).await;
     let mut data_keys = vec![
         generate(&root, DataKeySize::Bytes32).await,
         generate(&root, DataKeySize::Bytes16).await,
@@ -625,16 +623,14 @@ async fn migration_to_hsm_and_back_keeps_data() {
 }
 
 #[tokio::test]
-async fn migrate_seal_rejects_bad_shares_and_changes_nothing() {
+async fn migrate_seal_bad_shares_change_nothing() {
     let dir = data_dir();
     let hsm = SoftHsm::new("e2e-migrate-bad");
     let daemon = Daemon::start(dir.path());
-    let init = daemon.init_unsealed().await;
-    let root = daemon.client(Some(&init.root_token));
-    root.create_key(KEY).await.expect("create key");
+    let (init, root) = daemon.init_with_key(KEY).await;
     let data_key = generate(&root, DataKeySize::Bytes32).await;
 
-    // The running daemon holds the data directory, so even the right shares change nothing.
+    // The running daemon locks the data directory, so even the right shares change nothing.
     let output = migrate(&hsm, dir.path(), "pkcs11", &init.shares[..3]);
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     assert!(
@@ -761,7 +757,7 @@ async fn generate_root_takes_recovery_shares() {
 }
 
 #[tokio::test]
-async fn root_key_rotation_keeps_old_blobs_readable() {
+async fn root_key_rotation_keeps_old_blobs() {
     let hsm = SoftHsm::new("e2e-rotate");
     let dir = data_dir();
     let daemon = Daemon::start_with(dir.path(), &hsm.options());
@@ -856,7 +852,7 @@ async fn root_key_rotation_keeps_old_blobs_readable() {
 }
 
 #[tokio::test]
-async fn root_key_endpoints_need_root_and_a_token() {
+async fn root_key_endpoints_need_root_and_hsm() {
     let hsm = SoftHsm::new("e2e-root-only");
     let dir = data_dir();
     let daemon = Daemon::start_with(dir.path(), &hsm.options());

@@ -1,20 +1,17 @@
 //! Malformed requests over raw HTTPS: bodies, fields, sizes, tokens, routes and methods.
 
 use client_sdk::secrecy::ExposeSecret;
-use kms_tests::http::Reply;
+use kms_tests::http::{Http, Reply};
 use kms_tests::{Daemon, Initialized, data_dir};
 use reqwest::Method;
 use serde_json::json;
 
 const DATAKEY: &str = "/v1/keys/patient-records/datakey";
+const ENCRYPT: &str = "/v1/keys/patient-records/encrypt";
+const INIT: &str = "/v1/sys/init";
 
 async fn unsealed_with_key(daemon: &Daemon) -> Initialized {
-    let init = daemon.init_unsealed().await;
-    daemon
-        .client(Some(&init.root_token))
-        .create_key("patient-records")
-        .await
-        .expect("create key");
+    let (init, _root) = daemon.init_with_key("patient-records").await;
     init
 }
 
@@ -28,6 +25,19 @@ async fn post_raw(daemon: &Daemon, path: &str, token: &str, body: &[u8]) -> Repl
             Some(("application/json", body.to_vec())),
         )
         .await
+}
+
+/// Posts `body` to `path` and asserts a 400 `invalid_request` error whose message names `field`.
+async fn assert_invalid_field(
+    http: &Http,
+    path: &str,
+    token: Option<&str>,
+    body: &serde_json::Value,
+    field: &str,
+) {
+    let reply = http.post(path, token, body).await;
+    let message = reply.assert_error(400, "invalid_request");
+    assert!(message.contains(field), "{path} {body}: {message}");
 }
 
 #[tokio::test]
@@ -84,7 +94,7 @@ async fn array_body_is_invalid_request() {
 }
 
 #[tokio::test]
-async fn body_without_json_content_type_is_invalid_request() {
+async fn non_json_content_type_invalid_request() {
     let dir = data_dir();
     let daemon = Daemon::start(dir.path());
     let init = unsealed_with_key(&daemon).await;
@@ -113,11 +123,7 @@ async fn unknown_field_is_rejected_and_named() {
     let cases = [
         ("/v1/keys", json!({"name": "k2", "colour": "red"}), "colour"),
         (DATAKEY, json!({"bytes": 32, "lenght": 1}), "lenght"),
-        (
-            "/v1/keys/patient-records/encrypt",
-            json!({"plaintext": "", "ctx": {}}),
-            "ctx",
-        ),
+        (ENCRYPT, json!({"plaintext": "", "ctx": {}}), "ctx"),
         ("/v1/decrypt", json!({"ciphertext": "", "key": "k"}), "key"),
         (
             "/v1/sys/unseal",
@@ -125,15 +131,13 @@ async fn unknown_field_is_rejected_and_named() {
             "force",
         ),
         (
-            "/v1/sys/init",
+            INIT,
             json!({"shares": 3, "threshold": 2, "pgp_keys": []}),
             "pgp_keys",
         ),
     ];
     for (path, body, field) in &cases {
-        let reply = http.post(path, Some(token), body).await;
-        let message = reply.assert_error(400, "invalid_request");
-        assert!(message.contains(field), "{path}: {message}");
+        assert_invalid_field(&http, path, Some(token), body, field).await;
     }
 }
 
@@ -147,60 +151,36 @@ async fn invalid_base64_is_rejected_and_named() {
 
     // Unpadded, URL-safe and non-alphabet input are all invalid standard base64.
     for text in ["aGVsbG8", "-_8BAg==", "not base64!", "aGVsbG8=="] {
-        let reply = http
-            .post(
-                "/v1/keys/patient-records/encrypt",
-                Some(token),
-                &json!({"plaintext": text}),
-            )
-            .await;
-        let message = reply.assert_error(400, "invalid_request");
-        assert!(message.contains("plaintext"), "{text}: {message}");
+        let body = json!({"plaintext": text});
+        assert_invalid_field(&http, ENCRYPT, Some(token), &body, "plaintext").await;
 
         for path in ["/v1/decrypt", "/v1/rewrap"] {
-            let reply = http
-                .post(path, Some(token), &json!({"ciphertext": text}))
-                .await;
-            let message = reply.assert_error(400, "invalid_request");
-            assert!(message.contains("ciphertext"), "{path} {text}: {message}");
+            let body = json!({"ciphertext": text});
+            assert_invalid_field(&http, path, Some(token), &body, "ciphertext").await;
         }
     }
 }
 
 #[tokio::test]
-async fn out_of_range_values_are_rejected_and_named() {
+async fn out_of_range_values_name_field() {
     let dir = data_dir();
     let daemon = Daemon::start(dir.path());
     let http = daemon.http();
 
-    let reply = http
-        .post(
-            "/v1/sys/init",
-            None,
-            &json!({"shares": 300, "threshold": 2}),
-        )
-        .await;
-    let message = reply.assert_error(400, "invalid_request");
-    assert!(message.contains("shares"), "{message}");
-
-    let reply = http
-        .post("/v1/sys/init", None, &json!({"shares": 3, "threshold": 4}))
-        .await;
-    let message = reply.assert_error(400, "invalid_request");
-    assert!(message.contains("threshold"), "{message}");
+    let body = json!({"shares": 300, "threshold": 2});
+    assert_invalid_field(&http, INIT, None, &body, "shares").await;
+    let body = json!({"shares": 3, "threshold": 4});
+    assert_invalid_field(&http, INIT, None, &body, "threshold").await;
 
     let init = unsealed_with_key(&daemon).await;
     let token = init.root_token.expose_secret();
-    let reply = http.post(DATAKEY, Some(token), &json!({"bytes": 20})).await;
-    let message = reply.assert_error(400, "invalid_request");
-    assert!(message.contains("bytes"), "{message}");
+    let body = json!({"bytes": 20});
+    assert_invalid_field(&http, DATAKEY, Some(token), &body, "bytes").await;
 
     let rule = json!([{"keys": ["patient-*"], "operations": ["generate"]}]);
     for ttl in [0, 31_536_001] {
         let body = json!({"policy": rule, "ttl_seconds": ttl});
-        let reply = http.post("/v1/tokens", Some(token), &body).await;
-        let message = reply.assert_error(400, "invalid_request");
-        assert!(message.contains("ttl_seconds"), "{ttl}: {message}");
+        assert_invalid_field(&http, "/v1/tokens", Some(token), &body, "ttl_seconds").await;
     }
 }
 
@@ -212,29 +192,15 @@ async fn oversized_integers_name_their_field() {
     let daemon = Daemon::start(dir.path());
     let http = daemon.http();
 
-    let reply = http
-        .post(
-            "/v1/sys/init",
-            None,
-            &json!({"shares": 70000, "threshold": 2}),
-        )
-        .await;
-    let message = reply.assert_error(400, "invalid_request");
-    assert!(message.contains("shares"), "{message}");
-
-    let reply = http
-        .post("/v1/sys/init", None, &json!({"shares": 3, "threshold": -1}))
-        .await;
-    let message = reply.assert_error(400, "invalid_request");
-    assert!(message.contains("threshold"), "{message}");
+    let body = json!({"shares": 70000, "threshold": 2});
+    assert_invalid_field(&http, INIT, None, &body, "shares").await;
+    let body = json!({"shares": 3, "threshold": -1});
+    assert_invalid_field(&http, INIT, None, &body, "threshold").await;
 
     let init = unsealed_with_key(&daemon).await;
     let token = init.root_token.expose_secret();
-    let reply = http
-        .post(DATAKEY, Some(token), &json!({"bytes": 65568}))
-        .await;
-    let message = reply.assert_error(400, "invalid_request");
-    assert!(message.contains("bytes"), "{message}");
+    let body = json!({"bytes": 65568});
+    assert_invalid_field(&http, DATAKEY, Some(token), &body, "bytes").await;
 }
 
 #[tokio::test]
@@ -285,10 +251,7 @@ async fn error_messages_omit_request_values() {
         (DATAKEY, json!({"context": format!("tenant={canary}")})),
         (DATAKEY, json!({"context": {"tenant": [canary]}})),
         ("/v1/sys/unseal", json!({"reset": canary})),
-        (
-            "/v1/keys/patient-records/encrypt",
-            json!({"plaintext": [canary]}),
-        ),
+        (ENCRYPT, json!({"plaintext": [canary]})),
     ];
     let mut echoed = Vec::new();
     for (i, (path, body)) in cases.iter().enumerate() {
@@ -311,7 +274,7 @@ async fn error_messages_omit_request_values() {
 }
 
 #[tokio::test]
-async fn body_over_64_kib_is_payload_too_large() {
+async fn body_over_64_kib_rejected() {
     let dir = data_dir();
     let daemon = Daemon::start(dir.path());
     let init = unsealed_with_key(&daemon).await;
@@ -386,7 +349,7 @@ async fn unknown_route_gets_not_found_body() {
 /// The audit log promises a record for every request, including unknown routes, so requests
 /// outside `/v1` get the same error body and request id as the rest.
 #[tokio::test]
-async fn route_outside_v1_is_audited_not_found() {
+async fn route_outside_v1_audited_not_found() {
     let dir = data_dir();
     let daemon = Daemon::start(dir.path());
     let http = daemon.http();
@@ -412,7 +375,7 @@ async fn wrong_method_is_method_not_allowed() {
     let token = init.root_token.expose_secret();
 
     let cases = [
-        (Method::GET, "/v1/sys/init"),
+        (Method::GET, INIT),
         (Method::POST, "/v1/sys/status"),
         (Method::DELETE, "/v1/keys/patient-records"),
         (Method::PUT, "/v1/keys"),

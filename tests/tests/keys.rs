@@ -10,7 +10,7 @@ fn context() -> Context {
 }
 
 #[tokio::test]
-async fn create_key_returns_201_and_version_one() {
+async fn create_key_returns_version_one() {
     let dir = data_dir();
     let daemon = Daemon::start(dir.path());
     let init = daemon.init_unsealed().await;
@@ -99,7 +99,7 @@ async fn create_key_rejects_invalid_names() {
 }
 
 #[tokio::test]
-async fn show_unknown_key_fails_key_not_found() {
+async fn unknown_key_is_not_found() {
     let dir = data_dir();
     let daemon = Daemon::start(dir.path());
     let init = daemon.init_unsealed().await;
@@ -146,7 +146,7 @@ async fn list_keys_is_sorted_by_name() {
 }
 
 #[tokio::test]
-async fn rotate_adds_a_version_that_new_blobs_use() {
+async fn rotate_adds_version_for_new_blobs() {
     let dir = data_dir();
     let daemon = Daemon::start(dir.path());
     let init = daemon.init_unsealed().await;
@@ -189,11 +189,7 @@ async fn rotate_adds_a_version_that_new_blobs_use() {
 async fn rewrap_moves_blob_to_latest_version() {
     let dir = data_dir();
     let daemon = Daemon::start(dir.path());
-    let init = daemon.init_unsealed().await;
-    let root = daemon.client(Some(&init.root_token));
-    root.create_key("patient-records")
-        .await
-        .expect("create key");
+    let (_init, root) = daemon.init_with_key("patient-records").await;
 
     let data_key = root
         .generate_data_key("patient-records", DataKeySize::Bytes32, &context(), true)
@@ -250,11 +246,7 @@ async fn rewrap_moves_blob_to_latest_version() {
 async fn disable_and_enable_change_key_state() {
     let dir = data_dir();
     let daemon = Daemon::start(dir.path());
-    let init = daemon.init_unsealed().await;
-    let root = daemon.client(Some(&init.root_token));
-    root.create_key("patient-records")
-        .await
-        .expect("create key");
+    let (_init, root) = daemon.init_with_key("patient-records").await;
 
     let disabled = root.disable_key("patient-records").await.expect("disable");
     assert_eq!(disabled.state, KeyState::Disabled);
@@ -275,11 +267,7 @@ async fn disable_and_enable_change_key_state() {
 async fn disabled_state_survives_restart() {
     let dir = data_dir();
     let daemon = Daemon::start(dir.path());
-    let init = daemon.init_unsealed().await;
-    let root = daemon.client(Some(&init.root_token));
-    root.create_key("patient-records")
-        .await
-        .expect("create key");
+    let (init, root) = daemon.init_with_key("patient-records").await;
     root.rotate_key("patient-records").await.expect("rotate");
     root.disable_key("patient-records").await.expect("disable");
     assert!(daemon.stop());
@@ -302,11 +290,7 @@ async fn disabled_state_survives_restart() {
 async fn concurrent_rotations_get_distinct_versions() {
     let dir = data_dir();
     let daemon = Daemon::start(dir.path());
-    let init = daemon.init_unsealed().await;
-    let root = daemon.client(Some(&init.root_token));
-    root.create_key("patient-records")
-        .await
-        .expect("create key");
+    let (_init, root) = daemon.init_with_key("patient-records").await;
 
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..8 {
@@ -327,7 +311,7 @@ async fn concurrent_rotations_get_distinct_versions() {
 }
 
 #[tokio::test]
-async fn concurrent_creates_of_one_name_succeed_once() {
+async fn concurrent_creates_succeed_once() {
     let dir = data_dir();
     let daemon = Daemon::start(dir.path());
     let init = daemon.init_unsealed().await;

@@ -14,8 +14,8 @@ const LEN: u64 = (2 << 30) + 12_345;
 /// Size of each generated chunk.
 const CHUNK: usize = 1 << 20;
 
-/// The chunk at `index`: one random base with the chunk index stamped every 4 KiB, so that no
-/// two 64 KiB segments of the stream are alike. Cheap enough for a debug build.
+/// Builds the chunk at `index`: one random base with the chunk index stamped every 4 KiB, so
+/// that no two 64 KiB segments of the stream are alike. It is cheap enough for a debug build.
 fn chunk(base: &[u8], index: u64) -> Vec<u8> {
     let mut chunk = base.to_vec();
     for offset in (0..CHUNK).step_by(4096) {

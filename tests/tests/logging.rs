@@ -170,11 +170,7 @@ async fn json_trace_log_contains_no_secrets() {
 async fn info_log_records_lifecycle_with_ids() {
     let dir = data_dir();
     let daemon = Daemon::start(dir.path());
-    let init = daemon.init_unsealed().await;
-    let root = daemon.client(Some(&init.root_token));
-    root.create_key("patient-records")
-        .await
-        .expect("create key");
+    let (_init, root) = daemon.init_with_key("patient-records").await;
     root.rotate_key("patient-records").await.expect("rotate");
     let policy = [PolicyRule {
         keys: vec!["*".to_owned()],

@@ -44,7 +44,7 @@ async fn token_client(
 }
 
 #[tokio::test]
-async fn generate_only_token_cannot_do_anything_else() {
+async fn generate_only_token_only_generates() {
     let dir = data_dir();
     let daemon = Daemon::start(dir.path());
     let (_init, root) = unsealed_with_keys(&daemon).await;
@@ -323,7 +323,7 @@ async fn root_token_can_do_everything() {
 }
 
 #[tokio::test]
-async fn non_root_token_looks_up_only_itself() {
+async fn limited_token_looks_up_only_itself() {
     let dir = data_dir();
     let daemon = Daemon::start(dir.path());
     let (init, root) = unsealed_with_keys(&daemon).await;

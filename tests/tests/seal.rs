@@ -21,7 +21,7 @@ fn with_changed_character(share: &SecretString) -> SecretString {
 }
 
 #[tokio::test]
-async fn init_returns_shares_and_root_token_once() {
+async fn init_returns_shares_and_token_once() {
     let dir = data_dir();
     let daemon = Daemon::start(dir.path());
     let client = daemon.client(None);
@@ -62,7 +62,7 @@ async fn init_returns_shares_and_root_token_once() {
 }
 
 #[tokio::test]
-async fn fewer_than_threshold_shares_leave_daemon_sealed() {
+async fn too_few_shares_leave_daemon_sealed() {
     let dir = data_dir();
     let daemon = Daemon::start(dir.path());
     let init = daemon.init(5, 3).await;
@@ -85,7 +85,7 @@ async fn fewer_than_threshold_shares_leave_daemon_sealed() {
 }
 
 #[tokio::test]
-async fn unseal_rejects_share_with_one_changed_character() {
+async fn unseal_rejects_one_changed_character() {
     let dir = data_dir();
     let daemon = Daemon::start(dir.path());
     let init = daemon.init(5, 3).await;
@@ -129,7 +129,7 @@ async fn unseal_rejects_malformed_share_text() {
 }
 
 #[tokio::test]
-async fn unseal_rejects_duplicate_share_and_keeps_progress() {
+async fn unseal_rejects_duplicate_share_keeps_progress() {
     let dir = data_dir();
     let daemon = Daemon::start(dir.path());
     let init = daemon.init(5, 3).await;
@@ -204,7 +204,7 @@ async fn unseal_before_init_fails_not_initialized() {
 /// A share whose value was changed but whose checksum was recomputed passes every check on its
 /// own. The daemon can only notice when the combined root key fails to open the keyring.
 #[tokio::test]
-async fn altered_share_fails_unseal_and_resets_progress() {
+async fn altered_share_resets_unseal_progress() {
     let dir = data_dir();
     let daemon = Daemon::start(dir.path());
     let init = daemon.init(5, 3).await;
@@ -273,7 +273,7 @@ async fn init_rejects_threshold_out_of_range() {
 }
 
 #[tokio::test]
-async fn single_share_init_works_with_the_flag() {
+async fn single_share_init_works_with_flag() {
     let dir = data_dir();
     let daemon = Daemon::start(dir.path());
     let init = daemon.init(3, 1).await;
@@ -331,11 +331,7 @@ async fn unseal_needs_share_or_reset() {
 async fn restart_seals_and_old_blobs_decrypt() {
     let dir = data_dir();
     let daemon = Daemon::start(dir.path());
-    let init = daemon.init_unsealed().await;
-    let root = daemon.client(Some(&init.root_token));
-    root.create_key("patient-records")
-        .await
-        .expect("create key");
+    let (init, root) = daemon.init_with_key("patient-records").await;
 
     let v1_key = root
         .generate_data_key("patient-records", DataKeySize::Bytes32, &context(), true)
@@ -541,7 +537,7 @@ async fn sigint_stops_daemon_cleanly() {
 }
 
 #[tokio::test]
-async fn generate_root_needs_threshold_shares_of_this_init() {
+async fn generate_root_needs_this_init_shares() {
     let dir = data_dir();
     let daemon = Daemon::start(dir.path());
     let init = daemon.init_unsealed().await;

@@ -12,7 +12,7 @@ use kms_tests::{Daemon, data_dir};
 const ALERT: u8 = 21;
 const HANDSHAKE: u8 = 22;
 const SERVER_HELLO: u8 = 2;
-/// Alert level and description for a refused protocol version.
+/// Alert level and description for a rejected protocol version.
 const FATAL: u8 = 2;
 const PROTOCOL_VERSION: u8 = 70;
 
@@ -89,7 +89,7 @@ fn client_hello(version: [u8; 2]) -> Vec<u8> {
 }
 
 #[test]
-fn tls_1_1_client_hello_is_refused() {
+fn tls_1_1_client_is_rejected() {
     let dir = data_dir();
     let daemon = Daemon::start(dir.path());
 

@@ -3,9 +3,8 @@
 
 #![allow(dead_code, reason = "each test file uses a different part")]
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use client_sdk::secrecy::{ExposeSecret, SecretString};
 use kms_tests::{Daemon, binary, data_dir};
@@ -117,6 +116,14 @@ impl Setup {
         run_with_input(&mut command, stdin).into()
     }
 
+    /// Runs `kmsctl recovery keygen -o identity` and returns the printed recipient, trimmed.
+    pub fn recovery_keygen(&self, identity: &Path) -> String {
+        let recipient = self
+            .kmsctl_paths(&["recovery", "keygen", "-o"], &[identity], b"")
+            .text();
+        recipient.trim().to_owned()
+    }
+
     /// Returns the id of [`KEY`].
     pub fn key_id(&self) -> String {
         let key = self
@@ -126,26 +133,7 @@ impl Setup {
     }
 }
 
-/// Runs `command` with `stdin` as input and returns its output.
-///
-/// A thread writes stdin while this one reads stdout and stderr, so that inputs and outputs
-/// larger than a pipe buffer cannot block each other.
-pub fn run_with_input(command: &mut Command, stdin: &[u8]) -> Output {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn command");
-    let mut input = child.stdin.take().expect("stdin");
-    std::thread::scope(|scope| {
-        scope.spawn(move || {
-            // A command that fails early closes stdin; its status and stderr tell why.
-            let _ = input.write_all(stdin);
-        });
-        child.wait_with_output().expect("wait for command")
-    })
-}
+pub use kms_tests::run_with_input;
 
 /// Builds a `kmsctl` command with no daemon settings at all: no KMS_ADDR, KMS_TOKEN or KMS_CACERT.
 pub fn offline_kmsctl() -> Command {
